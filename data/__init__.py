@@ -1,0 +1,1 @@
+"""Dataset preparation (data/<dataset>/prepare.py) and the training data loader."""

@@ -1,0 +1,415 @@
+"""
+GPT as an optimizer: nanoGPT's transformer plus the YuriiFormer update-rule suite.
+
+Each layer is one step of an optimization method on the token states X (the residual stream).
+The oracles are nanoGPT's modules: A(Z) = attn(ln_1(Z)) and M(Z) = mlp(ln_2(Z)). The template
+(gd, polyak, nesterov) says how a step uses an oracle; the splitting (lie_trotter, euler, imex)
+says how one layer combines the two oracles. The whole rule lives in the layer loop of
+GPT.forward; the math is fixed by ../shared/spec/update-rules.md and summarised in README.md.
+The normalized family (nGPT, nuGPT: arch="ngpt"/"nugpt") is gradient descent on the unit sphere.
+"""
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+CHOICES = {
+    "update": ("gd", "polyak", "nesterov"),
+    "split": ("lie_trotter", "euler", "imex"),
+    "v0": ("embed", "zero"),
+    "arch": ("gpt", "ngpt", "nugpt"),
+}
+COEF_NAMES = ("mu", "beta", "gamma_a", "gamma_m", "mu_a", "beta_a", "mu_m", "beta_m", "gamma_m")
+
+
+def _variant(update, split, lnv=True, v0="embed", imex_iters=1, arch="gpt", bias=None):
+    """Every variant field, so that a preset fully replaces another one."""
+    d = dict(update=update, split=split, lnv=lnv, v0=v0, imex_iters=imex_iters, arch=arch)
+    return d if bias is None else {**d, "bias": bias}
+
+
+PRESETS = {  # the names users type (spec "Names")
+    "baseline": _variant("gd", "lie_trotter", lnv=False, v0="zero"),
+    "gd_euler": _variant("gd", "euler", lnv=False, v0="zero"),
+    "gd_imex2": _variant("gd", "imex", lnv=False, v0="zero", imex_iters=2),
+    "polyak": _variant("polyak", "lie_trotter"),
+    "polyak_euler": _variant("polyak", "euler"),
+    "yuriiformer": _variant("nesterov", "lie_trotter"),
+    "nesterov_euler": _variant("nesterov", "euler"),
+    "imex": _variant("nesterov", "imex", imex_iters=1),
+    "imex2": _variant("nesterov", "imex", imex_iters=2),
+    "ngpt": _variant("gd", "lie_trotter", lnv=False, v0="zero", arch="ngpt", bias=False),
+}
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linears and LayerNorms (nanoGPT's default)
+    update: str = "gd"  # template: gd | polyak | nesterov
+    split: str = "lie_trotter"  # splitting: lie_trotter | euler | imex
+    imex_iters: int = 1  # k fixed-point sweeps of the implicit MLP step (split="imex")
+    lnv: bool = False  # LayerNorm on every velocity update
+    v0: str = "zero"  # initial velocity: "embed" (own wte_v/wpe_v tables) or "zero"
+    mu_init: float = 0.5  # initial look-ahead mu = sigmoid(a), in (0, 1)
+    beta_init: float = 0.5  # initial momentum beta = sigmoid(b), in (0, 1)
+    gamma_init: float = math.log(2)  # initial step gamma = softplus(c) > 0
+    arch: str = "gpt"  # gpt | ngpt | nugpt (normalized transformer family)
+    ref_width: int = 0  # nuGPT: reference width (m_w = n_embd / ref_width)
+    ref_depth: int = 0  # nuGPT: reference depth (m_L = n_layer / ref_depth)
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid: choose one of {', '.join(allowed)}")
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "imex_iters"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.split != "imex" and self.imex_iters != 1:
+            raise ValueError(f"imex_iters={self.imex_iters} only applies to split='imex' (got split={self.split!r})")
+        for name in ("mu_init", "beta_init"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must be in (0, 1) (it is a sigmoid)")
+        if not self.gamma_init > 0.0:
+            raise ValueError(f"gamma_init={self.gamma_init} must be > 0 (it is a softplus)")
+        defaults = {f.name: f.default for f in fields(self)}
+        if self.update == "gd":
+            for name, bad in (("lnv", True), ("v0", "embed")):
+                if getattr(self, name) == bad:
+                    raise ValueError(f"{name}={bad!r} needs a velocity, which update='gd' has not: "
+                                     f"use update='polyak' or 'nesterov', or {name}={defaults[name]!r}")
+            for name in ("mu_init", "beta_init", "gamma_init"):
+                if getattr(self, name) != defaults[name]:
+                    raise ValueError(f"{name} has no effect with update='gd' (no coefficients): remove it")
+        if self.update == "polyak" and self.mu_init != defaults["mu_init"]:
+            raise ValueError("mu_init has no effect with update='polyak' (no look-ahead): use update='nesterov'")
+        if self.arch != "gpt":
+            if self.update != "gd" or self.split != "lie_trotter" or self.bias:
+                raise ValueError(f"arch={self.arch!r} supports update='gd', split='lie_trotter', bias=False only")
+        if (self.arch == "nugpt") != (self.ref_width > 0 and self.ref_depth > 0):
+            raise ValueError("ref_width and ref_depth (both > 0) are used exactly when arch='nugpt'")
+
+    @property
+    def velocity(self):
+        return self.update != "gd"
+
+
+def logit(p):
+    return math.log(p / (1.0 - p))
+
+
+def softplus_inv(y):
+    return math.log(math.expm1(y))
+
+
+def unit(x, dim=-1):
+    return F.normalize(x, dim=dim, eps=1e-6)
+
+
+class Scale(nn.Module):
+    """nGPT's learned scale: stored as `init_scale`-sized values, used times init/init_scale."""
+
+    def __init__(self, size, init, init_scale):
+        super().__init__()
+        self.mult = init / init_scale
+        self.s = nn.Parameter(torch.full((size,), init_scale))
+
+    def forward(self):
+        return self.s * self.mult
+
+
+class KVCache:
+    """Keys and values of one attention layer for incremental decoding, preallocated to block_size."""
+
+    def __init__(self, batch, n_head, max_len, head_dim, device=None, dtype=None):
+        self.k = torch.zeros(batch, n_head, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.n = 0  # positions cached so far
+
+    def append(self, k, v):  # k, v: (B, nh, T, hs) -> all cached (B, nh, n+T, hs)
+        t = k.size(2)
+        self.k[:, :, self.n:self.n + t] = k
+        self.v[:, :, self.n:self.n + t] = v
+        self.n += t
+        return self.k[:, :, :self.n], self.v[:, :, :self.n]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        hs = config.n_embd // config.n_head
+        self.s_qk = Scale(hs, 1.0, config.n_embd**-0.5) if config.arch != "gpt" else None
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        scale = None
+        if self.s_qk is not None:  # nGPT: unit q, k with a learned scale; softmax scale sqrt(hs)
+            q, k = unit(q) * self.s_qk(), unit(k) * self.s_qk()
+            scale = math.sqrt(C // self.n_head)
+        past = 0 if cache is None else cache.n
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, nh, past+T, hs)
+        mask = None
+        if past and T > 1:  # a chunk after cached positions: causal with an offset
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=past == 0 and T > 1, scale=scale)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+        # nGPT: unit inputs and rows give cosines ~ 1/sqrt(d); a learned scale times sqrt(d) restores the range
+        self.s_u = Scale(4 * config.n_embd, 1.0, 1.0) if config.arch != "gpt" else None
+        self.u_mult = math.sqrt(config.n_embd)
+
+    def forward(self, x):
+        h = self.c_fc(x)  # (B, T, 4C)
+        if self.s_u is not None:
+            h = h * (self.s_u() * self.u_mult)
+        return self.dropout(self.c_proj(self.gelu(h)))
+
+
+class Block(nn.Module):
+    """The two oracles of one layer, their update coefficients and velocity norms."""
+
+    def __init__(self, config):
+        super().__init__()
+        c, d = config, config.n_embd
+        norm = (lambda: nn.LayerNorm(d, bias=c.bias)) if c.arch == "gpt" else nn.Identity
+        self.ln_1, self.attn, self.ln_2, self.mlp = norm(), CausalSelfAttention(c), norm(), MLP(c)
+        lt = c.split == "lie_trotter"
+        names = ("mu_a", "beta_a", "gamma_a", "mu_m", "beta_m", "gamma_m") if lt else ("mu", "beta", "gamma_a", "gamma_m")
+        init = dict(mu=logit(c.mu_init), beta=logit(c.beta_init), gamma=softplus_inv(c.gamma_init))
+        for name in names if c.velocity else ():  # raw values: mu, beta = sigmoid(raw), gamma = softplus(raw)
+            if not (name.startswith("mu") and c.update == "polyak"):
+                self.register_parameter(name, nn.Parameter(torch.tensor(init[name.split("_")[0]])))
+        for name in ("lnv_a", "lnv_m") if lt else ("lnv",):  # velocity LayerNorm N: learnable gain, no bias
+            setattr(self, name, nn.LayerNorm(d, bias=False) if c.lnv else None)
+        if c.arch != "gpt":  # per-dimension sphere step sizes, effective init 0.05 (0.05 / m_L for nuGPT)
+            alpha = 0.05 * (c.ref_depth / c.n_layer if c.arch == "nugpt" else 1.0)
+            self.alpha_a, self.alpha_m = Scale(d, alpha, d**-0.5), Scale(d, alpha, d**-0.5)
+
+    def coef(self, *names):
+        """Effective coefficients by name (mu, beta = sigmoid, gamma = softplus of the raw value); None if absent."""
+        raw = [getattr(self, n, None) for n in names]
+        return [None if p is None else torch.sigmoid(p) if n.startswith(("mu", "beta")) else F.softplus(p)
+                for n, p in zip(names, raw)]
+
+    def coefficients(self):
+        """Effective coefficient values as floats: mu_a..gamma_m (lie_trotter) or mu, beta, gamma_a, gamma_m."""
+        names = [n for n, _ in self.named_parameters(recurse=False) if n in COEF_NAMES]
+        out = {n: c.item() for n, c in zip(names, self.coef(*names))}
+        for name in ("alpha_a", "alpha_m"):
+            if hasattr(self, name):
+                out[name] = getattr(self, name)().abs().mean().item()
+        return out
+
+
+def scaled(gamma, step, o):
+    """gamma * step * O, skipping the multiplications that are exactly 1."""
+    if gamma is not None:
+        return (gamma * step) * o if step != 1 else gamma * o
+    return step * o if step != 1 else o
+
+
+def template_step(x, v, o, mu=None, beta=None, gamma=None, norm=None, step=1):
+    """gd: X+O(X); polyak: V=N(bV+gO(X)), X+V; nesterov: Y=X+mV, V=N(bV+gO(Y)), X+V. o is the oracle."""
+    y = x if mu is None else x + mu * v  # look-ahead point
+    u = scaled(gamma, step, o(y))
+    if beta is not None:
+        u = beta * v + u
+    v = u if norm is None else norm(u)
+    return x + v, (None if beta is None else v)
+
+
+def sphere_step(x, o, alpha):
+    """nGPT: X <- Norm(X + |alpha| * (Norm(O(X)) - X)), a gradient step retracted onto the unit sphere."""
+    return unit(x + alpha.abs() * (unit(o(x)) - x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = c = config
+        d = c.n_embd
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(c.vocab_size, d),
+            wpe=nn.Embedding(c.block_size, d),
+            drop=nn.Dropout(c.dropout),
+            h=nn.ModuleList([Block(c) for _ in range(c.n_layer)]),
+            ln_f=nn.LayerNorm(d, bias=c.bias) if c.arch == "gpt" else nn.Identity(),
+        ))
+        if c.v0 == "embed":
+            self.transformer.wte_v = nn.Embedding(c.vocab_size, d)
+            self.transformer.wpe_v = nn.Embedding(c.block_size, d)
+        self.lm_head = nn.Linear(d, c.vocab_size, bias=False)
+        if c.arch == "gpt":
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying (nanoGPT)
+        else:  # nGPT: untied head and learned logit scale s_z (init sqrt(m_w) for nuGPT)
+            sz = math.sqrt(d / c.ref_width) if c.arch == "nugpt" else 1.0
+            self.s_z = Scale(c.vocab_size, sz, d**-0.5)
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():
+            if pn.endswith("c_proj.weight"):  # GPT-2's scaled init of residual projections
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+        self.normalize_weights()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def layer_ids(self, level=0, offset=0):
+        """Layers of multilevel level j: every 2^j-th one starting at offset (level 0: all)."""
+        s, L = 2**level, self.config.n_layer
+        if level < 0 or L % s or not 0 <= offset < s:
+            raise ValueError(f"level {level} (offset {offset}) needs n_layer={L} divisible by {s} and 0 <= offset < {s}")
+        return range(offset, L, s)
+
+    def forward(self, idx, targets=None, level=0, offset=0, cache=None):
+        c, tr = self.config, self.transformer
+        B, T = idx.size()
+        past = 0 if cache is None else cache[0].n
+        if past + T > c.block_size:
+            raise ValueError(f"sequence of length {past + T} is longer than block_size={c.block_size}")
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = tr.drop(tr.wte(idx) + tr.wpe(pos))  # X_0: (B, T, C)
+        v = None
+        if c.v0 == "embed":
+            v = tr.drop(tr.wte_v(idx) + tr.wpe_v(pos))  # V_0: (B, T, C)
+        elif c.velocity:
+            v = torch.zeros_like(x)
+        if c.arch != "gpt":
+            x = unit(x)
+        step = 2**level  # multilevel: a coarse layer is a step 2^j times longer
+        for i in self.layer_ids(level, offset):
+            b = tr.h[i]
+            A = lambda z, b=b, i=i: b.attn(b.ln_1(z), None if cache is None else cache[i])  # noqa: E731
+            M = lambda z, b=b: b.mlp(b.ln_2(z))  # noqa: E731
+            if c.arch != "gpt":  # sphere steps with attention, then MLP
+                x = sphere_step(x, A, step * b.alpha_a())
+                x = sphere_step(x, M, step * b.alpha_m())
+            elif c.split == "lie_trotter":  # a full template step with A, then one with M
+                x, v = template_step(x, v, A, *b.coef("mu_a", "beta_a", "gamma_a"), b.lnv_a, step)
+                x, v = template_step(x, v, M, *b.coef("mu_m", "beta_m", "gamma_m"), b.lnv_m, step)
+            else:  # euler / imex: one velocity update per layer
+                mu, beta, gamma_a, gamma_m = b.coef("mu", "beta", "gamma_a", "gamma_m")
+                norm = b.lnv or (lambda u: u)  # noqa: E731
+                y = x if mu is None else x + mu * v  # look-ahead point Y
+                u = scaled(gamma_a, step, A(y))
+                if beta is not None:
+                    u = beta * v + u
+                if c.split == "euler":  # V = N(bV + ga A(Y) + gm M(Y))
+                    w = norm(u + scaled(gamma_m, step, M(y)))
+                else:  # imex: W = N(U); k times W = N(U + gm M(X + W))
+                    w = norm(u)
+                    for _ in range(c.imex_iters):
+                        w = norm(u + scaled(gamma_m, step, M(x + w)))
+                x, v = x + w, (w if c.velocity else None)
+        x = tr.ln_f(x)
+        if targets is None:
+            x = x[:, [-1], :]  # inference: only the last position
+        logits = self.lm_head(x)  # (B, T, vocab) or (B, 1, vocab)
+        if c.arch != "gpt":
+            logits = logits * self.s_z()
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_cache(self, batch, device=None, dtype=None):
+        c = self.config
+        return [KVCache(batch, c.n_head, c.block_size, c.n_embd // c.n_head, device, dtype) for _ in range(c.n_layer)]
+
+    @torch.no_grad()
+    def normalize_weights(self):
+        """nGPT: put embedding and weight vectors back on the unit sphere along n_embd (GPT: nothing)."""
+        if self.config.arch == "gpt":
+            return
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                p.copy_(unit(p, dim=0 if name.endswith("c_proj.weight") else 1))
+
+    def coefficients(self):
+        """Per layer the effective update coefficients, e.g. {'0.mu_a': 0.5, ...}."""
+        return {f"{i}.{k}": v for i, b in enumerate(self.transformer.h) for k, v in b.coefficients().items()}
+
+    def param_groups(self):
+        """(name, param) lists: 'matrix' hidden 2-D weights, 'embed' tables, 'head' (untied only),
+        'scalar' norms/biases/scales, 'coef' update coefficients."""
+        groups = {"matrix": [], "embed": [], "head": [], "scalar": [], "coef": []}
+        for name, p in self.named_parameters():
+            last = name.rsplit(".", 1)[-1]
+            kind = ("coef" if last in COEF_NAMES and p.dim() == 0 else
+                    "embed" if name.startswith(("transformer.wte", "transformer.wpe")) else
+                    "head" if name == "lm_head.weight" else
+                    "matrix" if p.dim() == 2 else "scalar")
+            groups[kind].append((name, p))
+        return groups
+
+    def num_params(self, positions=True, v0_tables=True):
+        """Parameter count; optionally without the position tables and/or the V_0 tables."""
+        skip = set()
+        if not positions:
+            skip |= {"transformer.wpe.weight", "transformer.wpe_v.weight"}
+        if not v0_tables:
+            skip |= {"transformer.wte_v.weight", "transformer.wpe_v.weight"}
+        return sum(p.numel() for n, p in self.named_parameters() if n not in skip)
+
+    def flops_per_token(self, seq_len=None, level=0):
+        """Training FLOPs per token (forward + backward = 3x forward), counting every oracle call:
+        attention 8d^2 + 4Td, MLP 16d^2 (k times for imex), head 2dV; nanoGPT's 6N + 12LdT for the baseline."""
+        c = self.config
+        d, T = c.n_embd, seq_len or c.block_size
+        mlp_calls = c.imex_iters if c.split == "imex" else 1
+        layer = 8 * d * d + 4 * T * d + mlp_calls * 16 * d * d
+        return 3 * (len(self.layer_ids(level)) * layer + 2 * d * c.vocab_size)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        """Model from a checkpoint of this repo or of nanoGPT (a dict or a path): model_args + model."""
+        if isinstance(ckpt, (str, os.PathLike)):
+            ckpt = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model_args", "model"} <= ckpt.keys():
+            raise ValueError("not a checkpoint of this repo or nanoGPT: it needs 'model_args' and 'model' entries")
+        known = {f.name for f in fields(GPTConfig)}
+        unknown = set(ckpt["model_args"]) - known
+        if unknown:
+            raise ValueError(f"checkpoint model_args has unknown keys {sorted(unknown)}: written by a newer version?")
+        model = cls(GPTConfig(**ckpt["model_args"]))
+        sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+        sd = {k: v for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}  # causal-mask buffers
+        model.load_state_dict(sd)
+        return model
+
+    def model_args(self):
+        return asdict(self.config)
