@@ -1,0 +1,23 @@
+"""
+Prepare OpenWebText: GPT-2 BPE tokens in data/openwebtext/{train,val}.bin + meta.json.
+
+OpenWebText has no validation split: document i goes to val by a seeded hash of i (95/5 by default).
+
+    python data/openwebtext/prepare.py                        # Skylion007/openwebtext from the hub
+    python data/openwebtext/prepare.py --streaming            # stream it instead of downloading it first
+    python data/openwebtext/prepare.py --source ../shared/data/webtext/openwebtext-10k_subset_1426docs.jsonl
+
+Options: python data/openwebtext/prepare.py --help (shared code: data/prepare_common.py).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))  # the repo root
+
+from data.prepare_common import main  # noqa: E402
+
+HUB = dict(path="Skylion007/openwebtext", splits=None, streaming=True)
+
+if __name__ == "__main__":
+    main("openwebtext", HUB, val_fraction=0.05)
