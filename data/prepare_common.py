@@ -254,7 +254,7 @@ def publish(out_dir, stats, meta):
     os.replace(tmp, out_dir / "meta.json")
 
 
-def write_dataset(out_dir, splits, vocab_size=None, eot_token=None, **extra):
+def write_dataset(out_dir, splits, vocab_size=50257, eot_token=50256, tokenizer=ENCODING, **extra):
     """Write token arrays {split: 1-D ints} as a prepared dataset (bins + meta.json); handy for tests."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     stats = {}
@@ -262,9 +262,8 @@ def write_dataset(out_dir, splits, vocab_size=None, eot_token=None, **extra):
         w = SplitWriter(out_dir, s)
         w.write(0, np.asarray(ids, dtype=np.uint16))
         stats[s] = w.close()
-    enc = None if vocab_size and eot_token is not None else get_encoding()
-    meta = dict(format=FORMAT, tokenizer=ENCODING if enc else "custom", vocab_size=vocab_size or enc.n_vocab,
-                eot_token=enc.eot_token if eot_token is None else eot_token, dtype="uint16", splits=stats, **extra)
+    meta = dict(format=FORMAT, tokenizer=tokenizer, vocab_size=vocab_size, eot_token=eot_token, dtype="uint16",
+                splits=stats, **extra)
     publish(out_dir, stats, meta)
     return meta
 
@@ -272,7 +271,8 @@ def write_dataset(out_dir, splits, vocab_size=None, eot_token=None, **extra):
 # ----------------------------------------------------------------------------- the command
 
 def parser(name, hub, val_fraction):
-    p = argparse.ArgumentParser(description=f"Tokenize {name} with GPT-2 BPE into train.bin/val.bin + meta.json.")
+    p = argparse.ArgumentParser(description=f"Tokenize {name} with GPT-2 BPE into train.bin/val.bin + meta.json.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", help=f"local .txt/.json/.jsonl/.parquet file or folder (default: {hub['path']} from the hub)")
     p.add_argument("--val_source", help="local validation file or folder (official split; default: seeded-hash split of --source)")
     p.add_argument("--out_dir", default=str(Path(__file__).resolve().parent / name), help="where the bins go")
@@ -382,7 +382,7 @@ def prepare(name, hub, argv=None, val_fraction=0.05):
                 val_source=os.path.abspath(args.val_source) if args.val_source else None, split_rule=rule,
                 val_fraction=inp["val_fraction"], seed=inp["seed"], max_docs=args.max_docs,
                 command=shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["prepare", *argv]),
-                inputs_fingerprint=fp, inputs=inp, num_proc=args.num_proc, seconds=round(dt, 2),
+                inputs_fingerprint=fp, inputs=inp, num_proc=args.num_proc, seconds=round(dt, 3),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     publish(out_dir, stats, meta)
     total = sum(v["tokens"] for v in stats.values())

@@ -190,7 +190,7 @@ def test_vocab_checks(tmp_path):
         open_split(d, "val", vocab_size=50304, verify=True)
     one_line(e)
     small = tmp_path / "small"
-    write_dataset(small, {"train": [1, 2, 3], "val": [4]}, vocab_size=10, eot_token=9)
+    write_dataset(small, {"train": [1, 2, 3], "val": [4]}, vocab_size=10, eot_token=9, tokenizer="custom")
     assert open_split(small, "train", vocab_size=16, verify=True).tolist() == [1, 2, 3]
 
 
