@@ -1,0 +1,41 @@
+"""OpenWebText small, GD + Lie-Trotter: exactly nanoGPT's GPT-2 block.
+Paper recipe: 12L/12H/768, T=1024, 30k steps of 30 x 16 x 1024 tokens, Muon lr 0.004 + AdamW 6e-4, 3k warmup.
+On 8 GPUs: torchrun --standalone --nproc_per_node=8 train.py config/owt_small_baseline.py"""
+
+out_dir = "out-owt-small-baseline"
+wandb_project = "yuriiformer-owt"
+wandb_run_name = "small-baseline"
+dataset = "openwebtext"
+data_order = "epoch"
+variant = "baseline"
+
+n_layer = 12
+n_head = 12
+n_embd = 768
+block_size = 1024
+vocab_size = 50304
+bias = False
+dropout = 0.0
+
+batch_size = 30
+gradient_accumulation_steps = 16
+max_iters = 30000
+lr_decay_iters = 30000
+warmup_iters = 3000
+
+optimizer = "muon"
+muon_lr = 0.004
+muon_momentum = 0.95
+learning_rate = 6e-4
+min_lr = 6e-5
+beta1 = 0.9
+beta2 = 0.95
+weight_decay = 0.1
+scalar_lr_mult = 5.0
+grad_clip = 1.0
+
+eval_interval = 100
+eval_iters = 160
+log_interval = 10
+dtype = "bfloat16"
+compile = True

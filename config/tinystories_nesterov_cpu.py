@@ -1,0 +1,36 @@
+"""TinyStories on a laptop CPU, the YuriiFormer: Nesterov + Lie-Trotter, velocity LayerNorm, V_0 from embeddings.
+A small model that trains in minutes on 2 cores (bf16 autocast): python train.py config/tinystories_nesterov_cpu.py"""
+
+out_dir = "out-tinystories-nesterov-cpu"
+dataset = "tinystories"
+data_order = "epoch"
+variant = "yuriiformer"
+
+n_layer = 4
+n_head = 4
+n_embd = 256
+block_size = 128
+vocab_size = 50304
+bias = False
+dropout = 0.0
+
+batch_size = 16
+gradient_accumulation_steps = 1
+max_iters = 600
+lr_decay_iters = 600
+warmup_iters = 30
+
+optimizer = "muon"
+muon_lr = 0.02
+learning_rate = 2e-3
+min_lr = 2e-4
+weight_decay = 0.1
+scalar_lr_mult = 5.0
+grad_clip = 1.0
+
+eval_interval = 100
+eval_iters = 20
+log_interval = 10
+device = "cpu"
+dtype = "bfloat16"
+compile = False

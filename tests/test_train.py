@@ -1,0 +1,219 @@
+"""train.py: configs, every variant learning, exact resume, signals, NaN handling, DDP on CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from configurator import ConfigError, parse_args, read_config_file
+from data.prepare_common import write_dataset
+from model import GPT, PRESETS, GPTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, batch_size=8, eval_iters=2,
+            warmup_iters=5, learning_rate=1e-2, min_lr=1e-3, device="cpu", log_interval=1)
+
+
+def toy_tokens(n, seed):
+    """A learnable stream: runs of arithmetic sequences mod 63 (63 is the end-of-text token)."""
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < n:
+        a, s = rng.integers(0, 63), rng.integers(1, 4)
+        out += [(a + s * i) % 63 for i in range(int(rng.integers(8, 40)))] + [63]
+    return np.array(out[:n])
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("toy")
+    write_dataset(path, {"train": toy_tokens(40_000, 0), "val": toy_tokens(4_000, 1)}, vocab_size=64, eot_token=63,
+                  tokenizer="toy")
+    return path
+
+
+def args(toy, out, **kw):
+    return [f"--{k}={v}" for k, v in {**TINY, "data_dir": toy, "out_dir": out, **kw}.items()]
+
+
+def run(argv, **kw):
+    """Train in this process; returns the summary."""
+    cfg, mcfg, raw = train.load_config(argv)
+    return train.train(cfg, mcfg, raw, **kw)
+
+
+def metrics(out):
+    return [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
+
+
+def train_losses(out):
+    return [(r["iter"], r["loss"]) for r in metrics(out) if r["kind"] == "train"]
+
+
+# ----------------------------------------------------------------------------- configuration
+
+def test_config_file_is_parsed_not_executed(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text('"""doc"""\nbatch_size = 4 * 8\nmax_iters = 100\nlr_decay_iters = max_iters\nout_dir = "x"\n')
+    assert read_config_file(f) == {"batch_size": 32, "max_iters": 100, "lr_decay_iters": 100, "out_dir": "x"}
+    f.write_text("import os\n")
+    with pytest.raises(ConfigError, match="only `key = value`"):
+        read_config_file(f)
+    f.write_text("batch_size = open('x').read()\n")
+    with pytest.raises(ConfigError, match=r"c.py:1: only literals"):
+        read_config_file(f)
+
+
+def test_overrides_win_and_types_are_checked(tmp_path):
+    cfg, mcfg, raw = train.load_config([str(ROOT / "config/tinystories_nesterov_cpu.py"), "--batch_size=3",
+                                        "--learning_rate=1", "--compile=True", "--dataset=owt"])
+    assert (cfg.batch_size, cfg.learning_rate, cfg.compile, cfg.dataset) == (3, 1.0, True, "owt")
+    assert isinstance(cfg.learning_rate, float)  # an int where a float is expected is fine
+    assert (mcfg.update, mcfg.split, mcfg.lnv, mcfg.v0) == ("nesterov", "lie_trotter", True, "embed")
+    assert train.load_config(["--variant=yuriiformer", "--lnv=False"])[1].lnv is False  # explicit beats preset
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch_sise=3"], "unknown config key(s): batch_sise"),
+    (["--batch_size=3.5"], "batch_size=3.5: expected int"),
+    (["--compile=1"], "compile=1: expected bool"),
+    (["--n_layer=two"], "n_layer='two': expected int"),
+    (["--batch_size=0"], "batch_size=0 must be >= 1"),
+    (["--optimizer=sgd"], "optimizer='sgd': choose one of adamw, muon"),
+    (["--variant=nesterov"], "variant='nesterov': choose one of baseline"),
+    (["--update=gd", "--lnv=True"], "lnv=True needs a velocity"),
+    (["--split=euler", "--imex_iters=2"], "imex_iters=2 only applies to split='imex'"),
+    (["--min_lr=1", "--learning_rate=0.1"], "min_lr=1.0 must not exceed learning_rate=0.1"),
+    (["--batch_size"], "must be written --key=value"),
+    (["config.txt"], "neither a config file"),
+])
+def test_config_errors_name_the_key(argv, message):
+    with pytest.raises(ConfigError) as e:
+        train.load_config(argv)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_main_prints_one_line_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--batch_size=x"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: batch_size='x': expected int, got str"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.py")), ids=lambda p: p.name)
+def test_every_config_loads_and_builds_on_meta(path):
+    cfg, mcfg, _ = train.load_config([str(path)])
+    with torch.device("meta"):
+        model = GPT(mcfg)
+    assert model.num_params() > 0 and cfg.max_iters > 0
+
+
+def test_lr_schedule():
+    cfg = train.TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    f = [train.lr_factor(i, cfg) for i in range(120)]
+    assert f[0] == pytest.approx(1 / 11) and f[9] == pytest.approx(10 / 11) and f[10] == pytest.approx(1.0)
+    assert f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1) and f[119] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+
+
+# ----------------------------------------------------------------------------- training
+
+@pytest.mark.parametrize("variant", list(PRESETS))
+def test_every_variant_learns(toy, tmp_path, variant):
+    s = run(args(toy, tmp_path, variant=variant, max_iters=40, eval_interval=40))
+    losses = [loss for _, loss in train_losses(tmp_path)]
+    slack = 0.15 if PRESETS[variant]["arch"] != "gpt" else 0.0  # nGPT's unit-norm logits start slower
+    assert np.mean(losses[-5:]) < (0.7 + slack) * np.mean(losses[:3])
+    assert s["final_val_loss"] < (0.75 + slack) * np.log(64)
+
+
+def test_run_directory_describes_itself(toy, tmp_path):
+    run(args(toy, tmp_path, variant="yuriiformer", max_iters=10, eval_interval=5))
+    recs = metrics(tmp_path)
+    head = recs[0]
+    assert head["kind"] == "header" and head["git_commit"] and "torch" in head["versions"] and head["device"]
+    assert head["model_args"]["update"] == "nesterov" and head["flops_per_token"] > 0
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert [r["iter"] for r in evals] == [0, 5, 10] and "0.mu_a" in evals[-1]["coef"]
+    assert recs[-1]["kind"] == "final" and recs[-1]["best_val_loss"] == min(r["val_loss"] for r in evals)
+    train_recs = [r for r in recs if r["kind"] == "train"]
+    assert train_recs[-1]["flops"] == 10 * 8 * 32 * head["flops_per_token"]
+    assert json.loads((tmp_path / "config.json").read_text())["update"] == "nesterov"
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in ckpt["model"]) and ckpt["config"]["max_iters"] == 10
+    assert (tmp_path / "best.pt").exists()
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_exact(toy, tmp_path, optimizer):
+    """N steps + resume + N steps gives the losses and weights of 2N uninterrupted steps."""
+    common = dict(variant="yuriiformer", optimizer=optimizer, dropout=0.1, eval_interval=4, lr_decay_iters=16,
+                  data_order="random" if optimizer == "muon" else "epoch")
+    run(args(toy, tmp_path / "a", max_iters=16, **common))
+    run(args(toy, tmp_path / "b", max_iters=8, **common))
+    run(["--init_from=resume", f"--out_dir={tmp_path / 'b'}", "--max_iters=16"])
+    assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in "ab")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [r["iter"] for r in metrics(tmp_path / "b") if r["kind"] == "eval"] == [0, 4, 8, 12, 16]
+
+
+def test_resume_refuses_another_model(toy, tmp_path):
+    run(args(toy, tmp_path, max_iters=2, eval_interval=2))
+    with pytest.raises(ValueError, match=r"different model config \(lnv: checkpoint False vs config True, "
+                                         r"n_layer: checkpoint 2 vs config 3, update: checkpoint 'gd' vs"):
+        run(["--init_from=resume", f"--out_dir={tmp_path}", "--n_layer=3", "--variant=yuriiformer"])
+
+
+def test_nan_stops_and_keeps_last_checkpoint(toy, tmp_path, monkeypatch):
+    run(args(toy, tmp_path, max_iters=4, eval_interval=4))
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    forward = GPT.forward
+
+    def poisoned(self, idx, targets=None, **kw):
+        logits, loss = forward(self, idx, targets, **kw)
+        return logits, None if loss is None else loss * float("nan")
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    with pytest.raises(FloatingPointError, match="loss is nan at iter 5: stopping without saving"):
+        run(["--init_from=resume", f"--out_dir={tmp_path}", "--max_iters=8"])
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_that_resumes(toy, tmp_path):
+    cmd = [sys.executable, str(ROOT / "train.py"), *args(toy, tmp_path, max_iters=100000, eval_interval=100000)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    for line in proc.stdout:
+        if line.startswith("iter 3:"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    assert "stopped by signal" in out
+    it = torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"]
+    assert it >= 3
+    s = run(["--init_from=resume", f"--out_dir={tmp_path}", f"--max_iters={it + 2}"])
+    assert s["iters"] == it + 2
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process(toy, tmp_path):
+    """torchrun --nproc_per_node=2 (gloo) equals one process with twice the accumulation."""
+    common = args(toy, tmp_path, max_iters=6, eval_interval=3, gradient_accumulation_steps=2, dtype="float32",
+                  variant="yuriiformer")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    str(ROOT / "train.py"), *common, f"--out_dir={tmp_path / 'ddp'}"], check=True, cwd=ROOT, env=env,
+                   capture_output=True, timeout=300)
+    run([*common, f"--out_dir={tmp_path / 'one'}"])
+    ddp, one = train_losses(tmp_path / "ddp"), train_losses(tmp_path / "one")
+    assert [i for i, _ in ddp] == [i for i, _ in one]
+    np.testing.assert_allclose([v for _, v in ddp], [v for _, v in one], rtol=1e-4)
