@@ -1,0 +1,185 @@
+"""
+Training and landscape measurements for the linear-transformer lab (Ahn et al. 2310.01082 protocol).
+
+Fresh prompts every step, SGD (momentum 0.9) or Adam (betas 0.9, 0.9) with gradient-norm clipping, loss
+E (y_hat - y_q)^2. Measurements use torch.func on the flat parameter vector theta:
+- Hessian diagonal: h_i = (H e_i)_i from vmapped Hessian-vector products; robust condition = max|h| / median|h|
+  (over h_i != 0).
+- directional smoothness of a step u = theta_{t+1} - theta_t: u^T H(theta_t) u / ||u||^2 (same batch).
+- gradient noise: minibatch gradients (vmapped over minibatches) minus a large-batch gradient.
+"""
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.func import functional_call, grad, jvp, vmap
+
+from lab.data import prompts
+from lab.model import LinearTransformer
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class LabConfig:
+    d: int = 5
+    n: int = 20
+    batch: int = 1000
+    steps: int = 2000
+    dist: str = "normal"  # normal | sphere | heavy
+    k: float = 0.1  # Gamma shape of the heavy-tailed radius
+    noise: float = 0.0  # label noise std
+    param: str = "full"  # full | sparse
+    update: str = "gd"  # gd | polyak | nesterov
+    n_layer: int = 3
+    init_std: float = 0.05
+    optimizer: str = "adam"  # sgd (momentum 0.9) | adam (betas 0.9, 0.9)
+    lr: float = 1e-3
+    clip: float = 1.0  # max gradient norm
+    seed: int = 0  # data stream and initialisation
+    smooth_every: int = 0  # > 0: directional smoothness and gradient norm every this many steps
+    hess_every: int = 0  # > 0: robust condition number of the Hessian diagonal every this many steps
+    hess_batch: int = 250  # the Hessian diagonal uses the first hess_batch prompts of the step's batch
+    eval_batch: int = 20000
+    eval_seed: int = 1234  # the same evaluation prompts for every run with the same data settings
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is not valid: choose one of {', '.join(OPTIMIZERS)}")
+        for name in ("d", "n", "batch", "steps", "n_layer", "eval_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+
+    def data(self, batch):
+        return prompts(batch, self.d, self.n, self.dist, self.k, self.noise)
+
+    def model(self, generator=None):
+        return LinearTransformer(self.d, self.n_layer, self.param, self.update, self.init_std, generator=generator)
+
+
+def mse(pred, yq):
+    return (pred - yq).square().mean()
+
+
+def flat_params(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def make_loss(model):
+    """f(theta, z, yq): the loss of `model` with its parameters replaced by the flat vector theta."""
+    names, shapes = zip(*[(n, p.shape) for n, p in model.named_parameters()])
+    sizes = [s.numel() for s in shapes]
+
+    def f(theta, z, yq):
+        params = {n: t.view(s) for n, t, s in zip(names, theta.split(sizes), shapes)}
+        return mse(functional_call(model, params, (z,)), yq)
+    return f
+
+
+def hvp(f, theta, u, *args):
+    """H(theta) u for the Hessian of theta -> f(theta, *args) (forward-over-reverse)."""
+    return jvp(lambda t: grad(f)(t, *args), (theta,), (u,))[1]
+
+
+def hessian_diag(f, theta, *args, chunk_size=64):
+    """diag H(theta): h_i = (H e_i)_i over all unit vectors e_i, vmapped in chunks."""
+    eye = torch.eye(theta.numel(), dtype=theta.dtype)
+    return vmap(lambda e: hvp(f, theta, e, *args), chunk_size=chunk_size)(eye).diagonal()
+
+
+def robust_condition(diag):
+    """max |h_i| / median |h_i| of a Hessian diagonal over its nonzero entries (torch's median: the lower middle
+    value). Exact zeros are parameters the loss cannot see: rows 1..d of the last layer's full P (only the label
+    row reaches the prediction) and the first layer's mu and beta (they multiply V_0 = 0)."""
+    a = diag.abs()
+    a = a[a > 0]
+    return (a.max() / a.median()).item()
+
+
+def directional_smoothness(f, theta, u, *args):
+    """u^T H(theta) u / ||u||^2: the curvature along the step u."""
+    return (u @ hvp(f, theta, u, *args) / (u @ u)).item()
+
+
+def minibatch_grads(f, theta, zs, yqs, chunk_size=16):
+    """Gradients of f at theta on K minibatches zs: (K, B, d+1, n+1), yqs: (K, B) -> (K, |theta|)."""
+    return vmap(grad(f), in_dims=(None, 0, 0), chunk_size=chunk_size)(theta, zs, yqs)
+
+
+def large_batch_grad(f, theta, cfg, total, chunk=None):
+    """Gradient on `total` fresh prompts, as the mean of equal-sized chunk gradients (the loss is a mean)."""
+    chunk = chunk or cfg.batch
+    g = torch.zeros_like(theta)
+    for _ in range(total // chunk):
+        g += grad(f)(theta, *cfg.data(chunk))
+    return g / (total // chunk)
+
+
+def gradient_noise(cfg, n_batches=1000, big=200_000, seed=0):
+    """Noise ||g_k - G|| of n_batches minibatch gradients (size cfg.batch) against a large-batch gradient G on
+    `big` other prompts, at the initialisation of cfg.seed. Returns (norms (K,), noise vectors (K, |theta|))."""
+    model = cfg.model(torch.Generator().manual_seed(10_000 + cfg.seed))
+    f, theta = make_loss(model), flat_params(model)
+    torch.manual_seed(seed)
+    G = large_batch_grad(f, theta, cfg, big)
+    noise = []
+    for _ in range(0, n_batches, 50):
+        zs, yqs = cfg.data(50 * cfg.batch)
+        K = zs.size(0) // cfg.batch
+        g = minibatch_grads(f, theta, zs.view(K, cfg.batch, *zs.shape[1:]), yqs.view(K, cfg.batch))
+        noise.append(g - G)
+    noise = torch.cat(noise)[:n_batches]
+    return noise.norm(dim=1), noise
+
+
+@torch.no_grad()
+def evaluate(model, cfg):
+    """Mean squared in-context error on cfg.eval_batch prompts drawn from cfg.eval_seed (RNG state restored)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.eval_seed)
+        z, yq = cfg.data(cfg.eval_batch)
+    return mse(model(z), yq).item()
+
+
+def train(cfg, model=None):
+    """One run: a dict with config, loss (per step), eval, coef, time and the measurements asked for."""
+    torch.manual_seed(cfg.seed)  # the data stream; the initialisation has its own generator
+    model = model or cfg.model(torch.Generator().manual_seed(10_000 + cfg.seed))
+    params = list(model.parameters())
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.9))
+    f = make_loss(model)
+    out = dict(config=asdict(cfg), loss=[], rcond_iter=[], rcond=[], smooth_iter=[], smooth=[], grad_norm=[],
+               diverged=False)
+    t0 = time.time()
+    for it in range(cfg.steps):
+        z, yq = cfg.data(cfg.batch)
+        loss = mse(model(z), yq)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip).item()  # norm before clipping
+        if not (torch.isfinite(loss) and gnorm < float("inf")):
+            out["diverged"] = True
+            break
+        smooth = cfg.smooth_every > 0 and it % cfg.smooth_every == 0
+        hess = cfg.hess_every > 0 and it % cfg.hess_every == 0
+        theta = flat_params(model) if smooth or hess else None
+        if hess:
+            h = cfg.hess_batch
+            out["rcond"].append(robust_condition(hessian_diag(f, theta, z[:h], yq[:h])))
+            out["rcond_iter"].append(it)
+        opt.step()
+        if smooth:
+            out["smooth"].append(directional_smoothness(f, theta, flat_params(model) - theta, z, yq))
+            out["grad_norm"].append(gnorm)
+            out["smooth_iter"].append(it)
+        out["loss"].append(loss.item())
+    out["eval"] = evaluate(model, cfg) if not out["diverged"] else float("inf")
+    if out["eval"] != out["eval"]:  # nan
+        out["eval"], out["diverged"] = float("inf"), True
+    out["coef"] = model.coefficients()
+    out["time"] = time.time() - t0
+    return out

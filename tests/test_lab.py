@@ -1,0 +1,220 @@
+"""Linear-transformer lab: exact optimizer identities, data moments, landscape measurements (float64)."""
+
+import math
+
+import pytest
+import torch
+
+from lab.data import covariates, expected_sq_norm, ls_weights, prompts
+from lab.model import LinearTransformer, attention, hand_set, icl_grad, icl_optimizer, predict
+from lab.train import (LabConfig, directional_smoothness, flat_params, gradient_noise, hessian_diag,
+                       large_batch_grad, make_loss, minibatch_grads, robust_condition, train)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The lab's ops are tiny: one thread is as fast and immune to contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def f64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def batch(b=32, d=5, n=20, dist="normal", seed=0):
+    torch.manual_seed(seed)
+    return prompts(b, d, n, dist, dtype=torch.float64)
+
+
+def test_attention_masks_the_query_as_a_key(f64):
+    z, _ = batch(4)
+    p, q = torch.randn(6, 6), torch.randn(6, 6)
+    m = torch.diag(torch.tensor([1.0] * 20 + [0.0]))  # M = diag(1, .., 1, 0)
+    naive = p @ z @ m @ z.transpose(1, 2) @ q @ z / 20
+    torch.testing.assert_close(attention(z, p, q), naive)
+
+
+@pytest.mark.parametrize("param", ["sparse", "full"])
+def test_one_layer_is_one_gd_step(f64, param):
+    z, _ = batch()
+    eta = 0.7
+    x, y, xq = z[:, :5, :20], z[:, 5, :20], z[:, :5, 20]
+    w1 = eta * (x @ y.unsqueeze(-1)).squeeze(-1) / 20  # w_1 = w_0 - eta grad L(w_0), w_0 = 0
+    model = hand_set(LinearTransformer(5, 1, param, "gd"), eta=eta)
+    assert (model(z) - (w1 * xq).sum(-1)).abs().max() < 1e-5
+
+
+def test_icl_grad_is_the_gradient_of_the_in_context_loss(f64):
+    z, _ = batch()
+    w = torch.randn(32, 5)
+    x, y = z[:, :5, :20], z[:, 5, :20]
+    loss = lambda w: 0.5 * ((w.unsqueeze(1) @ x).squeeze(1) - y).square().mean(1).sum()  # noqa: E731
+    torch.testing.assert_close(icl_grad(w, z), torch.func.grad(loss)(w))
+
+
+@pytest.mark.parametrize("param", ["sparse", "full"])
+@pytest.mark.parametrize("update", ["gd", "polyak", "nesterov"])
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_k_layers_are_k_optimizer_steps(f64, param, update, k):
+    """Z_L = [[X], [y - w_k^T X]] (query column: -w_k^T x_q), w_k = k steps of gd / heavy ball / Nesterov."""
+    z, _ = batch()
+    coef = dict(mu=0.3, beta=0.6, gamma=0.8)
+    model = hand_set(LinearTransformer(5, k, param, update), eta=0.4, **coef)
+    w = icl_optimizer(z, k, 0.4, update, **coef)
+    assert (model(z) - predict(w, z)).abs().max() < 1e-5
+    target = z.clone()
+    target[:, 5, :] = target[:, 5, :] - (w.unsqueeze(1) @ z[:, :5, :]).squeeze(1)
+    assert (model.stream(z) - target).abs().max() < 1e-5
+
+
+def test_gd_layers_converge_to_least_squares(f64):
+    """Many gd layers with a stable step: the prediction tends to the least-squares one (noise-free: y_q)."""
+    z, yq = batch(d=3, n=40)
+    model = hand_set(LinearTransformer(3, 200, "sparse", "gd"), eta=0.5)
+    torch.testing.assert_close(model(z), predict(ls_weights(z), z))
+    torch.testing.assert_close(model(z), yq)
+
+
+def test_coefficients_are_sigmoid_softplus_of_raw_scalars():
+    model = LinearTransformer(5, 2, "full", "nesterov")
+    c = model.coefficients()
+    assert set(c) == {f"{l}.{n}" for l in range(2) for n in ("mu", "beta", "gamma")}
+    assert c["0.mu"] == pytest.approx(0.5) and c["1.beta"] == pytest.approx(0.5)
+    assert c["1.gamma"] == pytest.approx(math.log(2))
+    assert not hasattr(LinearTransformer(5, 2, "full", "polyak"), "a")
+    assert not any(hasattr(LinearTransformer(5, 2, "full", "gd"), n) for n in ("a", "b", "c"))
+
+
+@pytest.mark.parametrize("dist", ["normal", "sphere", "heavy"])
+def test_covariate_moments(f64, dist):
+    N, d, k = 200_000, 5, 0.1
+    torch.manual_seed(0)
+    x = covariates((N,), d, dist, k)
+    sq = x.square().sum(-1)
+    m2 = expected_sq_norm(d, dist, k)
+    var_sq = {"normal": 2.0 * d, "sphere": 0.0, "heavy": 4.0 * k}[dist]  # chi^2_d; 1; Gamma(k, scale 2)
+    assert abs(sq.mean().item() - m2) < 5 * math.sqrt(var_sq / N) + 1e-12
+    assert abs(x.mean(0)).max().item() < 5 * math.sqrt(m2 / d / N)  # mean 0
+    second = x.T @ x / N  # isotropic: E[x x^T] = (E||x||^2 / d) I
+    se = (x.unsqueeze(2) * x.unsqueeze(1)).std(0) / math.sqrt(N)
+    assert ((second - m2 / d * torch.eye(d)).abs() < 5 * se + 1e-12).all()
+
+
+def test_heavy_tails_with_k_half_d_are_standard_normal(f64):
+    from scipy import stats
+    torch.manual_seed(1)
+    x = covariates((50_000,), 4, "heavy", k=2.0)
+    assert stats.kstest(x[:, 0].numpy(), "norm").pvalue > 1e-3
+    assert stats.kstest(x.square().sum(-1).numpy(), "chi2", args=(4,)).pvalue > 1e-3
+
+
+def test_covariance_and_labels(f64):
+    cov = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
+    torch.manual_seed(2)
+    x = covariates((200_000,), 2, "normal", cov=cov)
+    torch.testing.assert_close(x.T @ x / x.size(0), cov, atol=0.03, rtol=0)
+    z, yq = prompts(64, d=3, n=10, dtype=torch.float64)
+    assert (z[:, 3, 10] == 0).all()  # the query's label slot is empty
+    torch.testing.assert_close(predict(ls_weights(z), z), yq)  # noise-free labels: y = w^T x
+    N, s = 40_000, 0.5
+    z, yq = prompts(N, d=3, n=1, noise=s, dtype=torch.float64)  # E y^2 = E||x||^2 + s^2
+    assert abs(yq.square().mean().item() - (3 + s * s)) < 5 * yq.square().std().item() / math.sqrt(N)
+    with pytest.raises(ValueError, match="dist"):
+        prompts(2, dist="cauchy")
+
+
+def tiny(update="nesterov", param="full"):
+    torch.manual_seed(3)
+    model = LinearTransformer(2, 2, param, update, init_std=0.5)
+    with torch.no_grad():  # coefficients away from their init, so that they matter
+        for name in ("a", "b", "c"):
+            getattr(model, name).add_(torch.randn(2))
+    z, yq = prompts(8, d=2, n=4, dtype=torch.float64)
+    return model, make_loss(model), flat_params(model), z, yq
+
+
+@pytest.mark.parametrize("param", ["sparse", "full"])
+def test_hessian_diagonal_matches_finite_differences(f64, param):
+    model, f, theta, z, yq = tiny(param=param)
+    h = hessian_diag(f, theta, z, yq, chunk_size=7)
+    eps, fd = 1e-4, []
+    for i in range(theta.numel()):
+        e = torch.zeros_like(theta)
+        e[i] = eps
+        fd.append((f(theta + e, z, yq) - 2 * f(theta, z, yq) + f(theta - e, z, yq)) / eps**2)
+    torch.testing.assert_close(h, torch.stack(fd), rtol=1e-5, atol=1e-5)
+    a = h.abs().sort().values
+    a = a[a > 0]
+    assert robust_condition(h) == pytest.approx((a[-1] / a[(len(a) - 1) // 2]).item())
+    # exact zeros: the first layer's beta and mu (they multiply V_0 = 0) and, for full P, rows 1..d of the last P
+    names = [n for n, p in model.named_parameters() for _ in range(p.numel())]
+    zero = {i for i, n in enumerate(names) if n in ("a", "b") and names[i - 1] != n}
+    if param == "full":
+        zero |= {9 + i for i in range(6)}  # P: (2, 3, 3), layer 1, rows 0 and 1
+    assert set((h == 0).nonzero().flatten().tolist()) == zero
+
+
+def test_directional_smoothness_matches_finite_differences(f64):
+    _, f, theta, z, yq = tiny()
+    u = torch.randn_like(theta)
+    eps = 1e-5
+    g = lambda t: torch.func.grad(f)(t, z, yq)  # noqa: E731
+    fd = (g(theta + eps * u) - g(theta - eps * u)) / (2 * eps) @ u / (u @ u)
+    assert directional_smoothness(f, theta, u, z, yq) == pytest.approx(fd.item(), rel=1e-6)
+
+
+def test_minibatch_gradients_match_autograd(f64):
+    model, f, theta, _, _ = tiny()
+    zs, yqs = prompts(5 * 8, d=2, n=4, dtype=torch.float64)
+    zs, yqs = zs.view(5, 8, 3, 5), yqs.view(5, 8)
+    got = minibatch_grads(f, theta, zs, yqs, chunk_size=2)
+    for k in range(5):
+        model.zero_grad()
+        ((model(zs[k]) - yqs[k]).square().mean()).backward()
+        torch.testing.assert_close(got[k], torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+
+
+def test_gradient_noise_matches_brute_force(f64):
+    cfg = LabConfig(d=2, n=4, batch=8, n_layer=2, update="nesterov")
+    norms, noise = gradient_noise(cfg, n_batches=60, big=80, seed=5)
+    model = cfg.model(torch.Generator().manual_seed(10_000 + cfg.seed))
+    f, theta = make_loss(model), flat_params(model)
+    g = lambda z, yq: torch.func.grad(f)(theta, z, yq)  # noqa: E731
+    torch.manual_seed(5)  # the same draws: 10 chunks for G, then groups of 50 minibatches
+    chunks = [cfg.data(8) for _ in range(10)]
+    G = sum(g(z, yq) for z, yq in chunks) / 10
+    torch.testing.assert_close(G, g(*(torch.cat(t) for t in zip(*chunks))))  # = the full-batch gradient
+    brute = []
+    for _ in range(2):
+        zs, yqs = cfg.data(50 * 8)
+        brute += [g(zs[8 * i:8 * i + 8], yqs[8 * i:8 * i + 8]) - G for i in range(50)]
+    torch.testing.assert_close(noise, torch.stack(brute)[:60])
+    torch.testing.assert_close(norms, torch.stack(brute)[:60].norm(dim=1))
+    torch.manual_seed(5)
+    torch.testing.assert_close(large_batch_grad(f, theta, cfg, 80), G)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_runs_and_learns(optimizer):
+    cfg = LabConfig(batch=64, steps=60, param="sparse", optimizer=optimizer, lr=0.02, smooth_every=20, hess_every=30,
+                    eval_batch=2000, update="polyak")
+    out = train(cfg)
+    assert not out["diverged"] and len(out["loss"]) == 60 and len(out["rcond"]) == 2 and len(out["smooth"]) == 3
+    assert out["eval"] < 0.5 * out["loss"][0]
+    assert set(out["coef"]) == {f"{l}.{n}" for l in range(3) for n in ("beta", "gamma")}
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="param"):
+        LinearTransformer(param="dense")
+    with pytest.raises(ValueError, match="update"):
+        LinearTransformer(update="adam")
+    with pytest.raises(ValueError, match="optimizer"):
+        LabConfig(optimizer="lion")
