@@ -1,0 +1,108 @@
+"""
+Decoding speed with and without the KV cache (sample.generate), greedy (top_k=1), batch 1 by default:
+
+    flock /tmp/cpu.lock python bench/decode.py                      # baseline + yuriiformer, fp32 + bf16
+    python bench/decode.py --variants=imex2 --dtypes=float32 --repeats=1
+    flock /tmp/cpu.lock python bench/decode.py --batch=8 --repeats=1  # 8 sequences at once
+
+Random-init weights (speed does not depend on them) at the size of the config/tinystories_*_cpu.py files
+(4 layers, 4 heads, width 256, vocab 50304), with block_size raised to prompt + new tokens (128 -> 288) so
+that no step crops the context.
+Prints one markdown row per variant x dtype: new tokens/s over the batch (median of repeats, min-max),
+the speedup, whether both paths produced the same tokens, the time of the LM head alone on one position
+(paid once per step by both paths), and the speedup bound it sets: uncached step time / head time.
+"""
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import utils  # noqa: E402
+from configurator import build, parse_args, read_config_file  # noqa: E402
+from model import PRESETS, GPT, GPTConfig  # noqa: E402
+from sample import generate_all  # noqa: E402
+
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
+
+
+@dataclass
+class BenchConfig:
+    config: str = "config/tinystories_nesterov_cpu.py"  # model size from its model keys (all *_cpu.py share it)
+    variants: str = "baseline,yuriiformer"
+    dtypes: str = "float32,bfloat16"
+    prompt_len: int = 32
+    new_tokens: int = 256
+    batch: int = 1
+    repeats: int = 3
+    threads: int = 2
+    seed: int = 1337
+
+
+def model_args(cfg):
+    """Model size: the defaults below, overridden by the config file's model keys; block_size >= prompt + new."""
+    args = dict(n_layer=4, n_head=4, n_embd=256, block_size=128, vocab_size=50304, bias=False)
+    path = Path(__file__).resolve().parents[1] / cfg.config
+    if path.is_file():
+        args.update({k: v for k, v in read_config_file(path).items() if k in MODEL_KEYS})
+    args["block_size"] = max(args["block_size"], cfg.prompt_len + cfg.new_tokens)
+    return args
+
+
+def tokens_per_s(model, prompt, cfg, use_cache):
+    """(median, min, max) new tokens per second over cfg.repeats runs, and the tokens of the last run."""
+    rates = []
+    for _ in range(cfg.repeats):
+        t0 = time.perf_counter()
+        out = generate_all(model, prompt, cfg.new_tokens, top_k=1, use_cache=use_cache)
+        rates.append(cfg.new_tokens * prompt.size(0) / (time.perf_counter() - t0))
+    return statistics.median(rates), min(rates), max(rates), out
+
+
+def head_ms(model, batch, n=50):
+    """Median time of lm_head on one position per sequence, in ms (run under the caller's autocast)."""
+    x = torch.randn(batch, 1, model.config.n_embd)
+    times = []
+    with torch.inference_mode():
+        for _ in range(n + 1):
+            t0 = time.perf_counter()
+            model.lm_head(x)
+            times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times[1:])
+
+
+def main(argv):
+    cfg = build(BenchConfig, parse_args(argv))
+    torch.set_num_threads(cfg.threads)
+    utils.setup_runtime("cpu", cfg.seed)
+    args = model_args(cfg)
+    print(f"model {args}, prompt {cfg.prompt_len}, new {cfg.new_tokens}, batch {cfg.batch}, greedy, "
+          f"repeats {cfg.repeats}, threads {cfg.threads}")
+    print(f"{utils.device_name('cpu')}, torch {torch.__version__}, commit {utils.git_commit()}\n")
+    print("| variant | dtype | cached tok/s | uncached tok/s | speedup | same tokens | head ms | bound |")
+    print("|---|---|---|---|---|---|---|---|")
+    for variant in cfg.variants.split(","):
+        torch.manual_seed(cfg.seed)
+        model = GPT(GPTConfig(**{**args, **PRESETS[variant]})).eval()
+        gen = torch.Generator().manual_seed(cfg.seed)
+        prompt = torch.randint(0, 50257, (cfg.batch, cfg.prompt_len), generator=gen)  # (B, T)
+        for dtype in cfg.dtypes.split(","):
+            with utils.autocast("cpu", dtype):
+                generate_all(model, prompt, 8, top_k=1)  # warm-up
+                generate_all(model, prompt, 8, top_k=1, use_cache=False)
+                fast = tokens_per_s(model, prompt, cfg, True)
+                slow = tokens_per_s(model, prompt, cfg, False)
+                head = head_ms(model, cfg.batch)
+            same = torch.equal(fast[3], slow[3])
+            bound = 1000 * cfg.batch / slow[0] / head
+            print(f"| {variant} | {dtype} | {fast[0]:.1f} ({fast[1]:.1f}-{fast[2]:.1f}) | "
+                  f"{slow[0]:.1f} ({slow[1]:.1f}-{slow[2]:.1f}) | {fast[0] / slow[0]:.1f}x | {same} | "
+                  f"{head:.2f} | {bound:.1f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
