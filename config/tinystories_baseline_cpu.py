@@ -16,8 +16,8 @@ dropout = 0.0
 
 batch_size = 16
 gradient_accumulation_steps = 1
-max_iters = 600
-lr_decay_iters = 600
+max_iters = 500
+lr_decay_iters = 500
 warmup_iters = 30
 
 optimizer = "muon"
@@ -33,4 +33,4 @@ eval_iters = 20
 log_interval = 10
 device = "cpu"
 dtype = "bfloat16"
-compile = False
+compile = True  # about 2x faster steps on CPU after ~40 s of compilation
