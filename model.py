@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 CHOICES = {
     "update": ("gd", "polyak", "nesterov"),
@@ -74,6 +75,9 @@ class GPTConfig:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "imex_iters"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        for name in ("bias", "lnv"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
@@ -231,20 +235,33 @@ class Block(nn.Module):
         return out
 
 
-def scaled(gamma, step, o):
-    """gamma * step * O, skipping the multiplications that are exactly 1."""
-    if gamma is not None:
-        return (gamma * step) * o if step != 1 else gamma * o
-    return step * o if step != 1 else o
+def times_step(gamma, step):
+    """The coefficient gamma * step of an oracle; None where it is exactly 1."""
+    if step == 1:
+        return gamma
+    return step if gamma is None else gamma * step
+
+
+def velocity(norm, *terms):
+    """N(c_1 T_1 + c_2 T_2 + ...) for (c, T) terms (c None: 1; norm None: identity). With a LayerNorm N the
+    sum is recomputed in backward instead of stored (checkpoint): one (B, T, C) tensor less, the same math."""
+    def combine(*ts):
+        u = None
+        for (c, _), t in zip(terms, ts):
+            t = t if c is None else c * t
+            u = t if u is None else u + t
+        return u if norm is None else norm(u)
+    ts = [t for _, t in terms]
+    if norm is None or not torch.is_grad_enabled():
+        return combine(*ts)
+    return checkpoint(combine, *ts, use_reentrant=False, preserve_rng_state=False)
 
 
 def template_step(x, v, o, mu=None, beta=None, gamma=None, norm=None, step=1):
     """gd: X+O(X); polyak: V=N(bV+gO(X)), X+V; nesterov: Y=X+mV, V=N(bV+gO(Y)), X+V. o is the oracle."""
     y = x if mu is None else x + mu * v  # look-ahead point
-    u = scaled(gamma, step, o(y))
-    if beta is not None:
-        u = beta * v + u
-    v = u if norm is None else norm(u)
+    momentum = [] if beta is None else [(beta, v)]
+    v = velocity(norm, *momentum, (times_step(gamma, step), o(y)))
     return x + v, (None if beta is None else v)
 
 
@@ -323,17 +340,16 @@ class GPT(nn.Module):
                 x, v = template_step(x, v, M, *b.coef("mu_m", "beta_m", "gamma_m"), b.lnv_m, step)
             else:  # euler / imex: one velocity update per layer
                 mu, beta, gamma_a, gamma_m = b.coef("mu", "beta", "gamma_a", "gamma_m")
-                norm = b.lnv or (lambda u: u)  # noqa: E731
+                ga, gm = times_step(gamma_a, step), times_step(gamma_m, step)
                 y = x if mu is None else x + mu * v  # look-ahead point Y
-                u = scaled(gamma_a, step, A(y))
-                if beta is not None:
-                    u = beta * v + u
+                momentum = [] if beta is None else [(beta, v)]
                 if c.split == "euler":  # V = N(bV + ga A(Y) + gm M(Y))
-                    w = norm(u + scaled(gamma_m, step, M(y)))
-                else:  # imex: W = N(U); k times W = N(U + gm M(X + W))
-                    w = norm(u)
+                    w = velocity(b.lnv, *momentum, (ga, A(y)), (gm, M(y)))
+                else:  # imex: U = bV + ga A(Y); W = N(U); k times W = N(U + gm M(X + W))
+                    u = velocity(None, *momentum, (ga, A(y)))
+                    w = velocity(b.lnv, (None, u))
                     for _ in range(c.imex_iters):
-                        w = norm(u + scaled(gamma_m, step, M(x + w)))
+                        w = velocity(b.lnv, (None, u), (gm, M(x + w)))
                 x, v = x + w, (w if c.velocity else None)
         x = tr.ln_f(x)
         if targets is None:
@@ -343,7 +359,8 @@ class GPT(nn.Module):
             logits = logits * self.s_z()
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+            flat = logits.view(-1, logits.size(-1)).to(torch.promote_types(logits.dtype, torch.float32))  # >= fp32
+            loss = F.cross_entropy(flat, targets.view(-1), ignore_index=-1)
         return logits, loss
 
     def new_cache(self, batch, device=None, dtype=None):
