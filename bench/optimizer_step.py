@@ -1,0 +1,116 @@
+"""
+Optimizer-step time of manifold Muon (per geometry) against Muon and AdamW at the size of a *_cpu.py config, in one
+run: the same model, the same real gradient (one TinyStories batch) each step, the median of --steps timed steps.
+
+    flock /tmp/cpu.lock python bench/optimizer_step.py [--config config/tinystories_baseline_cpu.py] [--steps 5] [-- --key=value ...]
+"""
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import train  # noqa: E402
+import utils  # noqa: E402
+from data.loader import BinLoader  # noqa: E402
+from model import GPT  # noqa: E402
+from optim import build_optimizers, init_manifolds  # noqa: E402
+
+SETTINGS = [  # (label, optimizer, geometry_attn, geometry_mlp)
+    ("adamw", "adamw", "none", "none"),
+    ("muon", "muon", "none", "none"),
+    ("manifold_muon none/none", "manifold_muon", "none", "none"),
+    ("manifold_muon stiefel/stiefel", "manifold_muon", "stiefel", "stiefel"),
+    ("manifold_muon stiefel/dgram", "manifold_muon", "stiefel", "dgram"),
+    ("manifold_muon dgram/dgram", "manifold_muon", "dgram", "dgram"),
+    ("manifold_muon oblique/oblique", "manifold_muon", "oblique", "oblique"),
+]
+
+
+def gradients(model, cfg, mcfg):
+    """{param: grad} of one bf16 forward/backward on a TinyStories batch (random tokens without the data)."""
+    data = ROOT / "data" / cfg.dataset
+    if (data / "meta.json").exists():
+        x, y = BinLoader(str(data), "train", cfg.batch_size, mcfg.block_size, vocab_size=mcfg.vocab_size).next_batch()
+    else:
+        x = torch.randint(0, 50257, (cfg.batch_size, mcfg.block_size + 1))
+        x, y = x[:, :-1], x[:, 1:]
+    t0 = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, y)[1]
+    loss.backward()
+    fwd_bwd = time.perf_counter() - t0
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads, fwd_bwd
+
+
+def time_steps(base, grads, cfg, steps):
+    """Median seconds of one step of all optimizers and of the hidden-matrix one alone; dual-ascent stats."""
+    model = copy.deepcopy(base)
+    opts = build_optimizers(model, cfg)
+    init_manifolds(opts)
+    total, matrix = [], []
+    for i in range(steps + 1):  # the first step is a warm-up
+        for n, p in model.named_parameters():
+            p.grad = grads[n].clone()
+        t0 = time.perf_counter()
+        opts[0].step()
+        t1 = time.perf_counter()
+        for opt in opts[1:]:
+            opt.step()
+        if i:
+            total.append(time.perf_counter() - t0)
+            matrix.append(t1 - t0 if len(opts) > 1 else float("nan"))
+    dual = [s for s in opts[0].state.values() if "dual_iters" in s]
+    return {"step_s": statistics.median(total), "step_min_s": min(total), "step_max_s": max(total),
+            "matrix_s": statistics.median(matrix),
+            "dual_iters": statistics.mean(s["dual_iters"] for s in dual) if dual else None,
+            "tangent_rms_max": max(s["tangent_rms"] for s in dual) if dual else None}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", default=str(ROOT / "config" / "tinystories_baseline_cpu.py"))
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--mm_iters", type=int, default=20)
+    p.add_argument("overrides", nargs="*", help="--key=value config overrides")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "geometry" / "optimizer_step.json"))
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    cfg, mcfg, _ = train.load_config([a.config, f"--mm_iters={a.mm_iters}", *a.overrides])
+    base = GPT(mcfg)
+    grads, fwd_bwd = gradients(base, cfg, mcfg)
+    rows = {}
+    for label, optimizer, attn, mlp in SETTINGS:
+        c = dataclasses.replace(cfg, optimizer=optimizer, geometry_attn=attn, geometry_mlp=mlp)
+        rows[label] = time_steps(base, grads, c, a.steps)
+        print(label, json.dumps(rows[label]), flush=True)
+    muon, adamw = rows["muon"], rows["adamw"]
+    print(f"\nn_layer={mcfg.n_layer} n_embd={mcfg.n_embd} vocab={mcfg.vocab_size}, K={a.mm_iters}, "
+          f"fwd+bwd {fwd_bwd:.2f} s (bf16 autocast), {a.steps} timed steps\n")
+    print("| optimizer | step (median) | min - max | hidden-matrix optimizer | vs Muon | vs AdamW | dual iters |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, r in rows.items():
+        iters = "" if r["dual_iters"] is None else f"{r['dual_iters']:.1f}"
+        print(f"| {label} | {1e3 * r['step_s']:,.0f} ms | {1e3 * r['step_min_s']:,.0f} - {1e3 * r['step_max_s']:,.0f} | "
+              f"{1e3 * r['matrix_s']:,.0f} ms | {r['step_s'] / muon['step_s']:.2f}x | "
+              f"{r['step_s'] / adamw['step_s']:.2f}x | {iters} |")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    meta = {"config": a.config, "steps": a.steps, "mm_iters": a.mm_iters, "fwd_bwd_s": fwd_bwd,
+            "git_commit": utils.git_commit(), "versions": utils.versions(), "device": utils.device_name("cpu")}
+    utils.atomic_write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n", Path(a.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""manifold.py: msign, the manifold Muon step per geometry, its trainer integration and spectral monitoring."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from configurator import ConfigError
+from data.prepare_common import write_dataset
+from manifold import (GEOMETRIES, ManifoldMuon, attention_logit_max, msign, project, retract, tall,
+                      tangent_direction, violation)
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, batch_size=8, eval_iters=2,
+            warmup_iters=5, learning_rate=1e-2, min_lr=1e-3, device="cpu", log_interval=1, optimizer="manifold_muon")
+
+
+def polar(x):
+    """U V^T from the SVD, in float64."""
+    u, _, vh = torch.linalg.svd(x.double(), full_matrices=False)
+    return (u @ vh).float()
+
+
+def on_manifold(shape, geometry, seed=0):
+    """A random tall-or-wide matrix on its manifold (dgram: column norms 0.5..2)."""
+    w = tall(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)))
+    w = retract(w, "stiefel" if geometry == "dgram" else geometry)
+    return w * torch.linspace(0.5, 2.0, w.size(1)) if geometry == "dgram" else w
+
+
+def gram_error(w, geometry):
+    """Largest entry of the constraint's residual on W^T W (w tall)."""
+    gram = w.T @ w
+    if geometry == "stiefel":
+        return (gram - torch.eye(w.size(1))).abs().max().item()
+    if geometry == "dgram":
+        return project(gram, "dgram").abs().max().item()
+    return (w.norm(dim=0) - 1).abs().max().item()
+
+
+# ----------------------------------------------------------------------------- msign
+
+@pytest.mark.parametrize("shape", [(128, 64), (64, 128), (96, 96)])
+def test_msign_matches_the_svd_polar_factor(shape):
+    """Relative Frobenius error vs U V^T: fp32 < 1e-4 for condition numbers up to 1e3 (and Gaussian matrices);
+    bf16 < 2e-2 for condition number 10 (bf16 cannot resolve singular values below ~1e-2 of the largest)."""
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(max(shape), min(shape), generator=g))
+    v, _ = torch.linalg.qr(torch.randn(min(shape), min(shape), generator=g))
+    for cond, dtype, bound in ((1e3, torch.float32, 1e-4), (10, torch.bfloat16, 2e-2)):
+        x = u @ torch.diag(torch.logspace(0, -math.log10(cond), min(shape))) @ v.T
+        x = x if shape[0] >= shape[1] else x.T
+        exact = polar(x)
+        err = ((msign(x, dtype=dtype) - exact).norm() / exact.norm()).item()
+        assert err < bound, (dtype, err)
+    gaussian = torch.randn(*shape, generator=g)
+    assert ((msign(gaussian) - polar(gaussian)).norm() / math.sqrt(min(shape))).item() < 1e-4
+
+
+# ----------------------------------------------------------------------------- one step per geometry
+
+@pytest.mark.parametrize("geometry", ["stiefel", "dgram", "oblique"])
+def test_constraint_holds_after_steps(geometry):
+    """fp32: stiefel |W^T W - I|_max, dgram |offdiag(W^T W)|_max, oblique max | |w_j| - 1 | all below 1e-3."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*s) * 0.02) for s in ((48, 16), (16, 48), (24, 24))]
+    opt = ManifoldMuon(params, lr=0.05, geometry=geometry, iters=5)
+    opt.project_()
+    for p in params:
+        assert gram_error(tall(p.detach()), geometry) < 1e-3
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        before = [p.detach().clone() for p in params]
+        opt.step()
+        for p, b in zip(params, before):
+            assert gram_error(tall(p.detach()), geometry) < 1e-3
+            assert violation(p, geometry) < 1e-3
+            assert not torch.equal(p, b)
+
+
+@pytest.mark.parametrize("geometry", ["stiefel", "dgram", "oblique"])
+def test_dual_ascent_direction_is_tangent(geometry):
+    """With enough iterations rms(P(W^T A + A^T W)) < tol; A keeps Muon's unit scale (spectral norm ~ 1)."""
+    w = on_manifold((64, 32), geometry)
+    g = torch.randn(64, 32, generator=torch.Generator().manual_seed(1))
+    a, iters, rms = tangent_direction(w, g, geometry, iters=300, alpha=0.3, tol=1e-3)
+    h = project(w.T @ a + a.T @ w, geometry)
+    assert iters < 300 and rms < 1e-3
+    assert (h.norm() / math.sqrt(h.numel())).item() == pytest.approx(rms, rel=1e-5)
+    assert 0.5 < torch.linalg.matrix_norm(a, 2).item() < 1.3
+    assert (g * a).sum() > 0  # an ascent direction of <G, A>: the update W - lr A descends
+    a1, _, rms1 = tangent_direction(w, g, geometry, iters=1)  # Lambda_0 alone is less tangent
+    assert rms1 > rms
+
+
+def test_geometry_none_equals_torch_muon():
+    torch.manual_seed(0)
+    shapes = ((64, 32), (32, 96), (40, 40))
+    ours = [torch.nn.Parameter(torch.randn(*s)) for s in shapes]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opts = (ManifoldMuon(ours, lr=0.02, weight_decay=0.1), torch.optim.Muon(ref, lr=0.02, weight_decay=0.1))
+    for _ in range(5):
+        for p, q in zip(ours, ref):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        for opt in opts:
+            opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(ours, ref))
+
+
+def test_clear_errors():
+    w = torch.nn.Parameter(torch.randn(8, 4))
+    with pytest.raises(ValueError, match=r"geometry='sphere': choose one of none, stiefel, dgram, oblique"):
+        ManifoldMuon([w], geometry="sphere")
+    with pytest.raises(ValueError, match=r"ln.weight has shape \(8,\): manifold Muon \(geometry='stiefel'\) needs"):
+        ManifoldMuon([{"params": [w, torch.nn.Parameter(torch.ones(8))], "names": ["w", "ln.weight"]}],
+                     geometry="stiefel")
+    for argv, message in ((["--optimizer=manifold_muon", "--geometry_attn=sphere"],
+                           "geometry_attn='sphere': choose one of none, stiefel, dgram, oblique"),
+                          (["--geometry_mlp=dgram"], "geometry_mlp='dgram' need optimizer='manifold_muon'"),
+                          (["--optimizer=manifold_muon", "--mm_iters=0"], "mm_iters=0 must be >= 1")):
+        with pytest.raises(ConfigError) as e:
+            train.load_config(argv)
+        assert message in str(e.value) and "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+def toy_tokens(n, seed):
+    """Runs of arithmetic sequences mod 63 (63 is the end-of-text token)."""
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < n:
+        a, s = rng.integers(0, 63), rng.integers(1, 4)
+        out += [(a + s * i) % 63 for i in range(int(rng.integers(8, 40)))] + [63]
+    return np.array(out[:n])
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("toy")
+    write_dataset(path, {"train": toy_tokens(20_000, 0), "val": toy_tokens(4_000, 1)}, vocab_size=64, eot_token=63,
+                  tokenizer="toy")
+    return path
+
+
+def args(toy, out, **kw):
+    return [f"--{k}={v}" for k, v in {**TINY, "data_dir": toy, "out_dir": out, **kw}.items()]
+
+
+def run(argv):
+    cfg, mcfg, raw = train.load_config(argv)
+    return train.train(cfg, mcfg, raw)
+
+
+def records(out, kind):
+    return [r for r in map(json.loads, open(Path(out) / "metrics.jsonl")) if r["kind"] == kind]
+
+
+def test_trainer_none_equals_muon(toy, tmp_path):
+    """optimizer=manifold_muon with geometry none/none trains exactly like optimizer=muon."""
+    run(args(toy, tmp_path / "mm", max_iters=6, eval_interval=6))
+    run(args(toy, tmp_path / "muon", max_iters=6, eval_interval=6, optimizer="muon"))
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True)["model"] for d in ("mm", "muon"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_spectral_records_and_exact_resume(toy, tmp_path):
+    common = dict(geometry_attn="stiefel", geometry_mlp="dgram", mm_iters=3, eval_interval=4, spectral_interval=2,
+                  variant="yuriiformer")
+    run(args(toy, tmp_path / "a", max_iters=8, **common))
+    run(args(toy, tmp_path / "b", max_iters=4, **common))
+    run(["--init_from=resume", f"--out_dir={tmp_path / 'b'}", "--max_iters=8"])
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in "ab")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    spec = records(tmp_path / "b", "spectral")
+    assert [r["iter"] for r in spec] == [0, 2, 4, 6, 8]
+    last = spec[-1]
+    assert set(last["attn_logit_max"]) == {"0", "1"} and last["dual_iters"] <= 3 and last["tokens"] == 8 * 8 * 32
+    for name, v in last["violation"].items():  # attention on Stiefel: unit singular values
+        if ".attn." in name:
+            assert v < 1e-3 and last["sigma_max"][name] == pytest.approx(1, abs=1e-3)
+    w = tall(a["model"]["transformer.h.0.mlp.c_fc.weight"])
+    assert gram_error(w, "dgram") < 1e-3 and violation(w, "stiefel") > 1e-3  # dgram: column norms moved
+
+
+def test_attention_logit_max_matches_the_attention():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    x = torch.randint(0, 32, (2, 8))
+    got = attention_logit_max(model, x, torch.autocast("cpu", enabled=False))
+    b, h = model.transformer.h[0], model.transformer.wte(x) + model.transformer.wpe(torch.arange(8))
+    q, k, _ = b.attn.c_attn(b.ln_1(h)).split(16, dim=2)
+    q, k = (t.view(2, 8, 2, 8).transpose(1, 2) for t in (q, k))
+    logits = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(~torch.ones(8, 8).tril().bool(), -math.inf)
+    assert got == {"0": pytest.approx(logits.max().item(), rel=1e-5)}
+
+
+def test_ngpt_refuses_a_geometry(toy, tmp_path):
+    with pytest.raises(ValueError, match="arch='ngpt' keeps its matrices on spheres itself"):
+        run(args(toy, tmp_path, variant="ngpt", geometry_attn="stiefel", max_iters=1))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process(toy, tmp_path):
+    """torchrun --nproc_per_node=2 (gloo): every rank takes the same manifold step from the all-reduced gradient."""
+    common = args(toy, tmp_path, max_iters=4, eval_interval=2, gradient_accumulation_steps=2, dtype="float32",
+                  geometry_attn="stiefel", geometry_mlp="dgram", mm_iters=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    str(ROOT / "train.py"), *common, f"--out_dir={tmp_path / 'ddp'}"], check=True, cwd=ROOT, env=env,
+                   capture_output=True, timeout=300)
+    run([*common, f"--out_dir={tmp_path / 'one'}"])
+    ddp, one = ([(r["iter"], r["loss"]) for r in records(tmp_path / d, "train")] for d in ("ddp", "one"))
+    assert [i for i, _ in ddp] == [i for i, _ in one]
+    np.testing.assert_allclose([v for _, v in ddp], [v for _, v in one], rtol=1e-4)
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True)["model"] for d in ("ddp", "one"))
+    w = tall(a["transformer.h.0.attn.c_attn.weight"])
+    assert violation(w, "stiefel") < 1e-3 and torch.allclose(w, tall(b["transformer.h.0.attn.c_attn.weight"]),
+                                                              atol=1e-4)
