@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 CHOICES = {
     "update": ("gd", "polyak", "nesterov"),
@@ -221,7 +221,7 @@ class Block(nn.Module):
 
     def coef(self, *names):
         """Effective coefficients by name (mu, beta = sigmoid, gamma = softplus of the raw value); None if absent."""
-        raw = [getattr(self, n, None) for n in names]
+        raw = [self._parameters.get(n) for n in names]  # not getattr: nn.Module raises (slowly) on absent names
         return [None if p is None else torch.sigmoid(p) if n.startswith(("mu", "beta")) else F.softplus(p)
                 for n, p in zip(names, raw)]
 
@@ -242,19 +242,49 @@ def times_step(gamma, step):
     return step if gamma is None else gamma * step
 
 
+def weighted_sum(terms):
+    """c_1 T_1 + c_2 T_2 + ... for (c, T) pairs, c None meaning 1."""
+    u = None
+    for c, t in terms:
+        t = t if c is None else c * t
+        u = t if u is None else u + t
+    return u
+
+
+class NormedSum(torch.autograd.Function):
+    """N(c_1 T_1 + ...) for a bias-free LayerNorm N; backward recomputes the sum instead of storing it."""
+
+    @staticmethod
+    def forward(ctx, weight, eps, *cts):  # cts = c_1, T_1, c_2, T_2, ... (c: None, number or 0-dim tensor)
+        y, mean, rstd = torch.native_layer_norm(weighted_sum(zip(cts[::2], cts[1::2])), weight.shape, weight, None, eps)
+        ctx.is_tensor = [torch.is_tensor(a) for a in cts]
+        ctx.consts = [None if is_t else a for a, is_t in zip(cts, ctx.is_tensor)]
+        ctx.save_for_backward(weight, mean, rstd, *[a for a in cts if torch.is_tensor(a)])
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        weight, mean, rstd, *saved = ctx.saved_tensors
+        saved = iter(saved)
+        cts = [next(saved) if is_t else a for a, is_t in zip(ctx.consts, ctx.is_tensor)]
+        u = weighted_sum(zip(cts[::2], cts[1::2]))
+        gu, gw, _ = torch.ops.aten.native_layer_norm_backward(g, u, weight.shape, mean, rstd, weight, None,
+                                                              [True, ctx.needs_input_grad[0], False])
+        grads = []
+        for i, (c, t) in enumerate(zip(cts[::2], cts[1::2])):
+            grads.append((gu * t).sum() if ctx.needs_input_grad[2 + 2 * i] else None)  # d/dc
+            grads.append((gu if c is None else gu * c).to(t.dtype) if ctx.needs_input_grad[3 + 2 * i] else None)
+        return gw, None, *grads
+
+
 def velocity(norm, *terms):
-    """N(c_1 T_1 + c_2 T_2 + ...) for (c, T) terms (c None: 1; norm None: identity). With a LayerNorm N the
-    sum is recomputed in backward instead of stored (checkpoint): one (B, T, C) tensor less, the same math."""
-    def combine(*ts):
-        u = None
-        for (c, _), t in zip(terms, ts):
-            t = t if c is None else c * t
-            u = t if u is None else u + t
-        return u if norm is None else norm(u)
-    ts = [t for _, t in terms]
-    if norm is None or not torch.is_grad_enabled():
-        return combine(*ts)
-    return checkpoint(combine, *ts, use_reentrant=False, preserve_rng_state=False)
+    """N(c_1 T_1 + c_2 T_2 + ...) for (c, T) terms (c None: 1; norm None: identity). With a bias-free LayerNorm N
+    the sum is recomputed in backward instead of stored (NormedSum): one (B, T, C) tensor less, the same math."""
+    if isinstance(norm, nn.LayerNorm) and norm.bias is None and torch.is_grad_enabled():
+        return NormedSum.apply(norm.weight, norm.eps, *[a for term in terms for a in term])
+    u = weighted_sum(terms)
+    return u if norm is None else norm(u)
 
 
 def template_step(x, v, o, mu=None, beta=None, gamma=None, norm=None, step=1):

@@ -1,16 +1,17 @@
 """
 Training-step throughput of model variants at one model size: forward + backward + AdamW step.
 
-    flock /tmp/cpu.lock python bench/throughput.py --variants=nanogpt_ref,baseline,yuriiformer \
-        --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=16 --dtype=bfloat16
+    flock /tmp/cpu.lock python bench/throughput.py --variants=nanogpt_ref,baseline,yuriiformer --batch_size=16
+    (defaults: n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=50304, bf16 autocast, 2 threads)
 
 Each variant runs in a fresh subprocess (so peak memories don't mask each other): warm-up steps,
 then --steps timed steps; --repeats interleaves the variants that many times against drift.
-Reports the median step time (with min/max over all timed steps), tokens/s, peak memory (CUDA
-allocator peak on GPU; the child's peak RSS on CPU, plus "net" = peak RSS minus the RSS before the
-model was built), MFU where the device peak is known (or --peak_tflops), and every variant's ratio
-to the reference (default: baseline) measured in the same run. Prints a table, then one JSON line.
-Rows: the model.py PRESETS names, plus "nanogpt_ref" (bench/nanogpt_ref.py, the plain nanoGPT-style GPT).
+Per variant: median step time with min/max over all timed steps, process CPU time per step (robust
+to time-slicing by other load on a shared machine), tokens/s, MFU where the device peak is known
+(or --peak_tflops), peak memory (CUDA: allocator peak; CPU: the child's peak RSS, and "live", the
+peak of live tensor bytes over one profiled step, free of malloc caching), and every ratio to the
+--reference row (default: baseline) measured in the same run. Prints a table, then one JSON line.
+Rows: model.py's PRESETS names and "nanogpt_ref" (bench/nanogpt_ref.py, a plain nanoGPT-style GPT).
 """
 
 import argparse
@@ -36,7 +37,7 @@ REF = "nanogpt_ref"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default="nanogpt_ref,baseline,yuriiformer",
                    help=f"comma-separated; 'all' for every preset. Known: {REF}, {', '.join(PRESETS)}")
     p.add_argument("--reference", default="baseline", help="the row every ratio is relative to (added if absent)")
@@ -60,7 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: measure one variant, print JSON
     args = p.parse_args(argv)
-    names = list(PRESETS) + [REF] if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    names = list(PRESETS) + [REF] if names == ["all"] else names
     unknown = [n for n in names + [args.reference] if n != REF and n not in PRESETS]
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}: choose from {REF}, {', '.join(PRESETS)}")
@@ -109,8 +111,8 @@ def live_peak_mib(step, model, opt):
     """Peak bytes of live tensors during one CPU step, independent of malloc's caching (the CPU analogue of
     CUDA's max_memory_allocated): parameters and optimizer state, plus the profiler's allocation timeline."""
     from torch.profiler import ProfilerActivity, profile
-    static = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-              for t in [*model.parameters(), *(v for st in opt.state.values() for v in st.values())] if torch.is_tensor(t)}
+    state = [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+    static = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in [*model.parameters(), *state]}
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = [e for e in prof.events() if e.name == "[memory]" or e.self_cpu_memory_usage]  # frees outside ops too
@@ -234,7 +236,8 @@ def print_table(rows, device):
             ("x cpu", 6, lambda r: f"{r['cpu_ratio']:.3f}"),
             ("x mem", 6, lambda r: f"{r['mem_ratio']:.3f}"),
             ("x live", 6, lambda r: fmt(r["live_mem_ratio"], ".3f"))]
-    line = lambda cells: " ".join(c.rjust(w) if i else c.ljust(w) for i, (c, (_, w, _)) in enumerate(zip(cells, cols)))  # noqa: E731
+    widths = [w for _, w, _ in cols]
+    line = lambda cells: " ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa
     head = line([name for name, _, _ in cols])
     print(head + "\n" + "-" * len(head))
     for r in rows:
