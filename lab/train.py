@@ -1,14 +1,15 @@
 """
 Training and landscape measurements for the linear-transformer lab (Ahn et al. 2310.01082 protocol).
 
-Fresh prompts every step, SGD (momentum 0.9) or Adam (betas 0.9, 0.9) with gradient-norm clipping, loss
-E (y_hat - y_q)^2. Measurements use torch.func on the flat parameter vector theta:
+Fresh prompts every step, SGD (momentum 0.9) or Adam (betas 0.9, 0.9) with gradient-norm clipping, constant
+or cosine-decayed learning rate, loss E (y_hat - y_q)^2. Measurements use torch.func on the flat parameter vector theta:
 - Hessian diagonal: h_i = (H e_i)_i from vmapped Hessian-vector products; robust condition = max|h| / median|h|
   (over h_i != 0).
 - directional smoothness of a step u = theta_{t+1} - theta_t: u^T H(theta_t) u / ||u||^2 (same batch).
 - gradient noise: minibatch gradients (vmapped over minibatches) minus a large-batch gradient.
 """
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -37,6 +38,7 @@ class LabConfig:
     optimizer: str = "adam"  # sgd (momentum 0.9) | adam (betas 0.9, 0.9)
     lr: float = 1e-3
     clip: float = 1.0  # max gradient norm
+    schedule: str = "constant"  # constant | cosine (lr * (1 + cos(pi t / steps)) / 2)
     seed: int = 0  # data stream and initialisation
     smooth_every: int = 0  # > 0: directional smoothness and gradient norm every this many steps
     hess_every: int = 0  # > 0: robust condition number of the Hessian diagonal every this many steps
@@ -45,6 +47,8 @@ class LabConfig:
     eval_seed: int = 1234  # the same evaluation prompts for every run with the same data settings
 
     def __post_init__(self):
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule={self.schedule!r} is not valid: choose constant or cosine")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} is not valid: choose one of {', '.join(OPTIMIZERS)}")
         for name in ("d", "n", "batch", "steps", "n_layer", "eval_batch"):
@@ -151,6 +155,8 @@ def train(cfg, model=None):
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.9))
+    cosine = lambda t: 0.5 * (1 + math.cos(math.pi * t / cfg.steps)) if cfg.schedule == "cosine" else 1.0  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     f = make_loss(model)
     out = dict(config=asdict(cfg), loss=[], rcond_iter=[], rcond=[], smooth_iter=[], smooth=[], grad_norm=[],
                diverged=False)
@@ -172,6 +178,7 @@ def train(cfg, model=None):
             out["rcond"].append(robust_condition(hessian_diag(f, theta, z[:h], yq[:h])))
             out["rcond_iter"].append(it)
         opt.step()
+        sched.step()
         if smooth:
             out["smooth"].append(directional_smoothness(f, theta, flat_params(model) - theta, z, yq))
             out["grad_norm"].append(gnorm)
