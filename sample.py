@@ -151,7 +151,7 @@ def notice_crop(block_size):
           f"{block_size} tokens and recomputed each step (no KV cache)", file=sys.stderr)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every step
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, generator=None,
              on_crop=notice_crop):
     """Yield max_new_tokens new token ids, each (B, 1), continuing idx (B, T). Run it inside the autocast

@@ -67,7 +67,7 @@ def head_ms(model, batch, n=50):
     """Median time of lm_head on one position per sequence, in ms (run under the caller's autocast)."""
     x = torch.randn(batch, 1, model.config.n_embd)
     times = []
-    with torch.inference_mode():
+    with torch.no_grad():
         for _ in range(n + 1):
             t0 = time.perf_counter()
             model.lm_head(x)
