@@ -35,14 +35,14 @@ def msign(x, steps=MSIGN_STEPS, dtype=None):
     """Polar factor U V^T of x = U S V^T by odd polynomial steps X <- a X + (b XX^T + c (XX^T)^2) X
     (bf16 on CUDA, fp32 elsewhere unless dtype is given). The Frobenius scaling puts the singular values in [0, 1]."""
     dtype = dtype or (torch.bfloat16 if x.is_cuda else torch.float32)
-    tall = x.size(0) > x.size(1)
+    transpose = x.size(0) > x.size(1)
     y = x.to(dtype)
-    y = y.T if tall else y  # wide: the Gram y y^T is the small one
+    y = y.T if transpose else y  # wide: the Gram y y^T is the small one
     y = y / y.norm().clamp(min=EPS)
     for a, b, c in steps:  # the op order of torch.optim.Muon's Newton-Schulz, so steps=(MUON_NS,)*5 in bf16 matches it
         gram = y @ y.T  # (n, n)
         y = torch.addmm(y, torch.addmm(gram, gram, gram, beta=b, alpha=c), y, beta=a)
-    return (y.T if tall else y).to(x.dtype)
+    return (y.T if transpose else y).to(x.dtype)
 
 
 def project(s, geometry):
@@ -144,6 +144,7 @@ class ManifoldMuon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """Momentum, then per matrix Muon's update (none) or the tangent direction and a retraction."""
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -158,8 +158,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
-        hs = config.n_embd // config.n_head
-        self.s_qk = Scale(hs, 1.0, config.n_embd**-0.5) if config.arch != "gpt" else None
+        self.s_qk = Scale(config.n_embd, 1.0, config.n_embd**-0.5) if config.arch != "gpt" else None  # per head and dim
 
     def forward(self, x, cache=None):
         B, T, C = x.size()
@@ -167,7 +166,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         scale = None
         if self.s_qk is not None:  # nGPT: unit q, k with a learned scale; softmax scale sqrt(hs)
-            q, k = unit(q) * self.s_qk(), unit(k) * self.s_qk()
+            s_qk = self.s_qk().view(self.n_head, 1, C // self.n_head)  # (nh, 1, hs)
+            q, k = unit(q) * s_qk, unit(k) * s_qk
             scale = math.sqrt(C // self.n_head)
         past = 0 if cache is None else cache.n
         if cache is not None:

@@ -6,6 +6,11 @@ Optimizers for train.py, built from GPT.param_groups():
 - muon: the paper's recipe. torch.optim.Muon on the 2-D hidden matrices; AdamW on embeddings
   (and an untied head) with weight decay, on norms/biases/scales without, and on the update
   coefficients without weight decay at lr x scalar_lr_mult.
+- manifold_muon: the muon recipe with manifold.ManifoldMuon on the hidden matrices, attention ('.attn.')
+  on geometry_attn and MLP ('.mlp.') on geometry_mlp (none | stiefel | dgram | oblique).
+
+- nuGPT (arch="nugpt"): per-group learning-rate multipliers lr_multipliers() on top of both recipes;
+  with muon the Muon matrices take only the horizon factor (their update norm does not grow with width).
 
 Every param group carries its base learning rate in group["base_lr"]; the schedule multiplies it.
 """
@@ -14,7 +19,9 @@ import inspect
 
 import torch
 
-OPTIMIZERS = ("adamw", "muon")
+from manifold import ManifoldMuon, geometry_groups
+
+OPTIMIZERS = ("adamw", "muon", "manifold_muon")
 
 
 def _adamw(groups, cfg, device_type):
@@ -28,21 +35,57 @@ def _group(named, lr, wd, name):
             "weight_decay": wd, "group": name}
 
 
+def lr_multipliers(mcfg, cfg):
+    """nuGPT: with m_w = d/ref_width, m_T = max_iters/ref_steps, base m_T^-1/3 times matrix m_w^-3/4,
+    embed m_w^-1/2, head c_out m_w^-3/4, scalar/coef 1 (muon: the Muon lr). Every other arch: all 1."""
+    if mcfg.arch != "nugpt":
+        return dict.fromkeys(("matrix", "embed", "head", "scalar", "coef", "muon"), 1.0)
+    m_w, base = mcfg.n_embd / mcfg.ref_width, (cfg.max_iters / cfg.ref_steps) ** (-1 / 3)
+    return dict(matrix=base * m_w**-0.75, embed=base * m_w**-0.5, head=base * cfg.nu_c_out * m_w**-0.75,
+                scalar=base, coef=base, muon=base)
+
+
+def _decayed(g, kinds, lr, wd, name, m):
+    """One weight-decayed group for `kinds`, or one per kind where their multipliers m differ (nuGPT)."""
+    if len({m[k] for k in kinds}) == 1:
+        return [_group([x for k in kinds for x in g[k]], lr * m[kinds[0]], wd, name)]
+    return [_group(g[k], lr * m[k], wd, k) for k in kinds]
+
+
 def build_optimizers(model, cfg, device_type="cpu"):
     """The list of optimizers for cfg.optimizer (stepped together by train.py)."""
-    g = model.param_groups()
+    g, m = model.param_groups(), lr_multipliers(model.config, cfg)
     lr, wd = cfg.learning_rate, cfg.weight_decay
-    coef = _group(g["coef"], lr * cfg.scalar_lr_mult, 0.0, "coef")
-    scalar = _group(g["scalar"], lr, 0.0, "scalar")
+    coef = _group(g["coef"], lr * cfg.scalar_lr_mult * m["coef"], 0.0, "coef")
+    scalar = _group(g["scalar"], lr * m["scalar"], 0.0, "scalar")
     if cfg.optimizer == "adamw":
-        decay = _group(g["matrix"] + g["embed"] + g["head"], lr, wd, "decay")
-        return [_adamw([decay, scalar, coef], cfg, device_type)]
+        decay = _decayed(g, ("matrix", "embed", "head"), lr, wd, "decay", m)
+        return [_adamw([*decay, scalar, coef], cfg, device_type)]
     if cfg.optimizer == "muon":
-        muon = torch.optim.Muon([_group(g["matrix"], cfg.muon_lr, cfg.muon_weight_decay, "matrix")],
-                                lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
-        embed = _group(g["embed"] + g["head"], lr, wd, "embed")
-        return [muon, _adamw([embed, scalar, coef], cfg, device_type)]
+        mlr = cfg.muon_lr * m["muon"]
+        muon = torch.optim.Muon([_group(g["matrix"], mlr, cfg.muon_weight_decay, "matrix")],
+                                lr=mlr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
+        embed = _decayed(g, ("embed", "head"), lr, wd, "embed", m)
+        return [muon, _adamw([*embed, scalar, coef], cfg, device_type)]
+    if cfg.optimizer == "manifold_muon":
+        if model.config.arch != "gpt" and {cfg.geometry_attn, cfg.geometry_mlp} != {"none"}:
+            raise ValueError(f"arch={model.config.arch!r} keeps its matrices on spheres itself: use "
+                             "geometry_attn=none and geometry_mlp=none with it")
+        mlr = cfg.muon_lr * m["muon"]
+        groups = geometry_groups(g["matrix"], cfg.geometry_attn, cfg.geometry_mlp, lr=mlr, base_lr=mlr,
+                                 weight_decay=cfg.muon_weight_decay, group="matrix")
+        mm = ManifoldMuon(groups, lr=mlr, momentum=cfg.muon_momentum, iters=cfg.mm_iters, alpha=cfg.mm_alpha,
+                          tol=cfg.mm_tol)
+        embed = _decayed(g, ("embed", "head"), lr, wd, "embed", m)
+        return [mm, _adamw([*embed, scalar, coef], cfg, device_type)]
     raise ValueError(f"optimizer={cfg.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+
+
+def init_manifolds(optimizers):
+    """Fresh weights onto their manifolds (manifold_muon; not when resuming)."""
+    for opt in optimizers:
+        if hasattr(opt, "project_"):
+            opt.project_()
 
 
 def set_lr(optimizers, factor):

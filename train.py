@@ -15,18 +15,20 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import multilevel
 import utils
 from configurator import ConfigError, build, known_keys, parse_args
 from data.loader import BinLoader, DataError
 from model import GPT, PRESETS, GPTConfig
-from optim import build_optimizers, set_lr
+from manifold import GEOMETRIES, spectral_record
+from optim import OPTIMIZERS, build_optimizers, init_manifolds, set_lr
 
 CKPT_FORMAT = "yuriiformer-ckpt-v1"
 
@@ -52,7 +54,7 @@ class TrainConfig:
     batch_size: int = 12  # per micro-step and rank
     variant: str = ""  # a preset of model.PRESETS; explicit model keys override it
     # optimizer
-    optimizer: str = "adamw"  # adamw | muon
+    optimizer: str = "adamw"  # adamw | muon | manifold_muon
     learning_rate: float = 6e-4  # AdamW learning rate
     max_iters: int = 5000
     weight_decay: float = 0.1
@@ -63,6 +65,14 @@ class TrainConfig:
     muon_momentum: float = 0.95
     muon_weight_decay: float = 0.0
     scalar_lr_mult: float = 5.0  # learning-rate multiplier of the update coefficients
+    ref_steps: int = 0  # nuGPT: reference horizon, m_T = max_iters / ref_steps (required for arch='nugpt')
+    nu_c_out: float = 1.0  # nuGPT: output-layer learning-rate constant c_out
+    geometry_attn: str = "none"  # manifold_muon: none | stiefel | dgram | oblique for the '.attn.' matrices
+    geometry_mlp: str = "none"  # manifold_muon: the same for the '.mlp.' matrices
+    mm_iters: int = 20  # manifold_muon: dual-ascent iterations K
+    mm_alpha: float = 0.1  # manifold_muon: dual step alpha, decayed by (1 - k/K)
+    mm_tol: float = 1e-3  # manifold_muon: stop the dual ascent when rms(H) < mm_tol
+    spectral_interval: int = 0  # every N iters a "spectral" metrics record (singular values, attention logits); 0: off
     # schedule: linear warmup, then cosine to min_lr at lr_decay_iters
     decay_lr: bool = True
     warmup_iters: int = 100
@@ -74,19 +84,28 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bfloat16 where supported) | bfloat16 | float16 | float32
     compile: bool = False
     seed: int = 1337
+    # multilevel training (multilevel.py): coarse levels use every 2^j-th layer with 2^j times longer steps
+    multilevel_levels: int = 1  # m levels, 1: off
+    multilevel_cycle: tuple[int, ...] = ()  # steps per cycle at level 0 (fine), 1, ..., m-1; run coarse to fine
+    multilevel_mode: str = "cycle"  # cycle (repeat) | cascade (coarsest first, each level once, then fine)
+    multilevel_until: int = 0  # iterations >= this train the fine model only (0: no limit)
+    multilevel_reset_momentum: bool = False  # zero first moments (AdamW exp_avg, Muon buffer) at a level switch
 
     def __post_init__(self):
-        positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps", "batch_size")
+        positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps", "batch_size",
+                    "mm_iters")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "ref_steps", "spectral_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "muon_lr", "scalar_lr_mult"):
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "muon_lr", "scalar_lr_mult", "nu_c_out",
+                     "mm_alpha", "mm_tol"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        choices = {"data_order": ("epoch", "random"), "optimizer": ("adamw", "muon"),
+        choices = {"data_order": ("epoch", "random"), "optimizer": OPTIMIZERS,
+                   "geometry_attn": GEOMETRIES, "geometry_mlp": GEOMETRIES,
                    "backend": ("auto", "nccl", "gloo"), "dtype": ("auto", *utils.DTYPES)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -95,6 +114,10 @@ class TrainConfig:
             raise ValueError(f"variant={self.variant!r}: choose one of {', '.join(PRESETS)}")
         if self.min_lr > self.learning_rate:
             raise ValueError(f"min_lr={self.min_lr} must not exceed learning_rate={self.learning_rate}")
+        if self.optimizer != "manifold_muon" and {self.geometry_attn, self.geometry_mlp} != {"none"}:
+            raise ValueError(f"geometry_attn={self.geometry_attn!r}, geometry_mlp={self.geometry_mlp!r} need "
+                             "optimizer='manifold_muon'")
+        multilevel.check(self)
 
 
 def load_config(argv):
@@ -115,6 +138,14 @@ def resolve(raw, base=None):
     model_keys = {f.name for f in fields(GPTConfig)}
     merged = {**base, **PRESETS.get(raw.get("variant"), {}), **raw}
     mcfg = build(GPTConfig, {k: v for k, v in merged.items() if k in model_keys}, strict=False)
+    if mcfg.arch != "gpt":  # nGPT needs no weight decay and no warmup: 0 unless given explicitly
+        given = {**base, **raw}
+        cfg = replace(cfg, **{k: v for k, v in dict(weight_decay=0.0, warmup_iters=0).items() if k not in given})
+    if mcfg.arch == "nugpt" and not cfg.ref_steps:
+        raise ConfigError("arch='nugpt' needs ref_steps > 0, the reference horizon (m_T = max_iters / ref_steps)")
+    if mcfg.arch != "nugpt" and (cfg.ref_steps or cfg.nu_c_out != 1.0):
+        raise ConfigError(f"ref_steps and nu_c_out only apply to arch='nugpt' (got arch={mcfg.arch!r}): remove them")
+    multilevel.check(cfg, mcfg.n_layer)
     return cfg, mcfg
 
 
@@ -259,8 +290,10 @@ class Metrics:
             utils.atomic_write_text("".join(json.dumps(r) + "\n" for r in lines), path)
         self.file = open(path, "a" if keep_until is not None else "w")
         if cfg.wandb_log:
-            import wandb  # optional dependency, imported only when asked for
-
+            try:
+                import wandb  # optional dependency, imported only when asked for
+            except ImportError:
+                raise ConfigError("wandb_log=True needs wandb: pip install wandb (or set wandb_log=False)") from None
             self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg),
                                     resume="allow")
 
@@ -306,11 +339,16 @@ def train(cfg, mcfg, raw=None, stop=None):
             torch.cuda.set_rng_state(rank_state["rng"]["cuda"])
     elif ckpt is None:
         torch.manual_seed(cfg.seed + d.rank)  # dropout differs across ranks
+    if not resumed:
+        init_manifolds(optimizers)  # manifold_muon: fresh weights onto their manifolds
     raw_model = model
     if cfg.compile:
-        model = torch.compile(model)
+        model = torch.compile(model)  # one graph per multilevel (level, offset)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                                   multilevel.recompile_limit(cfg.multilevel_levels))
     if d.ddp:
-        model = DDP(model, device_ids=[d.local_rank] if d.device_type == "cuda" else None)
+        model = DDP(model, device_ids=[d.local_rank] if d.device_type == "cuda" else None,
+                    find_unused_parameters=multilevel.enabled(cfg))  # coarse levels skip layers
     tokens_per_iter = cfg.gradient_accumulation_steps * B * T
     fpt = raw_model.flops_per_token(T)
     peak = utils.peak_flops(d.device, d.world)
@@ -340,11 +378,17 @@ def train(cfg, mcfg, raw=None, stop=None):
     elapsed = lambda: time.time() - start + (ckpt.get("elapsed", 0.0) if resumed else 0.0)  # noqa: E731
     flops = ckpt.get("flops", 0) if resumed else 0  # cumulative training FLOPs
     loss_sum = torch.zeros((), device=d.device)  # summed micro-step losses since the last log line
-    t_log, it_log, evaluated = time.time(), it, -1
+    t_log, it_log, f_log, evaluated = time.time(), it, flops, -1
     last_val = ckpt.get("last_val_loss") if resumed else None
     summary = {}
     while True:
         done_before = resumed and it == ckpt["iter_num"] and ckpt["evaluated"]  # this eval is in the checkpoint
+        if cfg.spectral_interval and it % cfg.spectral_interval == 0 and d.master and not done_before:
+            eval_loaders["val"].reset()
+            rec = spectral_record(raw_model, eval_loaders["val"].next_batch()[0], ctx, cfg.geometry_attn,
+                                  cfg.geometry_mlp, optimizers)
+            metrics.log({"kind": "spectral", "iter": it, "tokens": it * tokens_per_iter, "flops": flops,
+                         "time": elapsed(), **rec})
         if (it % cfg.eval_interval == 0 or it >= cfg.max_iters or cfg.eval_only) and not done_before:
             losses = evaluate(model, eval_loaders, cfg.eval_iters, ctx, d)
             if not math.isfinite(losses["val"]):
@@ -367,12 +411,15 @@ def train(cfg, mcfg, raw=None, stop=None):
         if cfg.eval_only or it >= cfg.max_iters:
             break
         set_lr(optimizers, lr_factor(it, cfg))
+        level, offset = multilevel.level_at(it, cfg)
+        if cfg.multilevel_reset_momentum and multilevel.switched(it, cfg):
+            multilevel.reset_momentum(optimizers)
         for micro in range(accum):
             if d.ddp:
                 model.require_backward_grad_sync = micro == accum - 1  # all-reduce on the last micro-step only
             x, y = train_loader.next_batch()
             with ctx:
-                _, loss = model(x, y)
+                _, loss = model(x, y, level=level, offset=offset)
             loss_sum += loss.detach()
             scaler.scale(loss / accum).backward()
         if cfg.grad_clip:
@@ -386,7 +433,7 @@ def train(cfg, mcfg, raw=None, stop=None):
             opt.zero_grad(set_to_none=True)
         raw_model.normalize_weights()  # nGPT: back onto the sphere (no-op for GPT)
         it += 1
-        flops += tokens_per_iter * fpt
+        flops += tokens_per_iter * raw_model.flops_per_token(T, level)  # the active depth's FLOPs
         log_now = it % cfg.log_interval == 0 or it % cfg.eval_interval == 0 or it >= cfg.max_iters
         if log_now or stop.requested:
             loss = d.mean(loss_sum.item() / ((it - it_log) * accum))
@@ -395,16 +442,17 @@ def train(cfg, mcfg, raw=None, stop=None):
                                          f"checkpoint in {out_dir} is kept (lower learning_rate or check the data)")
             dt = time.time() - t_log
             tok_s = (it - it_log) * tokens_per_iter / dt
-            mfu = fpt * tok_s / peak if peak else None
+            mfu = (flops - f_log) / dt / peak if peak else None
             if d.master:
                 print(f"iter {it}: loss {loss:.4f}, lr {cfg.learning_rate * lr_factor(it - 1, cfg):.2e}, "
                       f"{1000 * dt / (it - it_log):.1f} ms/iter, {tok_s:,.0f} tok/s"
                       + (f", mfu {100 * mfu:.2f}%" if mfu else ""))
                 metrics.log({"kind": "train", "iter": it, "tokens": it * tokens_per_iter, "flops": flops,
                              "time": elapsed(), "loss": loss,
-                             "lr": cfg.learning_rate * lr_factor(it - 1, cfg), "tok_per_s": tok_s, "mfu": mfu})
+                             "lr": cfg.learning_rate * lr_factor(it - 1, cfg), "tok_per_s": tok_s, "mfu": mfu,
+                             "level": level, "offset": offset})
             loss_sum.zero_()
-            t_log, it_log = time.time(), it
+            t_log, it_log, f_log = time.time(), it, flops
         if d.any(stop.requested):
             checkpoint("ckpt.pt")
             if d.master:

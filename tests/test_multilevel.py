@@ -1,0 +1,209 @@
+"""Multilevel training: coarse forwards, shared parameters, the schedule, FLOPs, exact resume, errors, DDP, compile."""
+
+import itertools
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from test_train import ROOT, args, metrics, run, toy, train_losses  # noqa: F401 (toy is a fixture)
+
+import multilevel
+import train
+from configurator import ConfigError
+from model import CHOICES, GPT, PRESETS, GPTConfig
+from optim import build_optimizers
+
+SMALL = dict(n_layer=4, n_head=2, n_embd=32, block_size=16, vocab_size=64)
+
+
+def variants():
+    """Every valid template x split x lnv x v0 (imex with 1 and 2 sweeps), the presets, and nuGPT."""
+    out = [dict(p) for p in PRESETS.values()]
+    for update, split, lnv, v0 in itertools.product(CHOICES["update"], CHOICES["split"], (False, True), CHOICES["v0"]):
+        for k in (1, 2) if split == "imex" else (1,):
+            out.append(dict(update=update, split=split, lnv=lnv, v0=v0, imex_iters=k))
+    out.append(dict(arch="nugpt", bias=False, ref_width=16, ref_depth=2))
+    valid = []
+    for v in out:
+        try:
+            GPTConfig(**SMALL, **v)
+        except ValueError:
+            continue
+        if v not in valid:
+            valid.append(v)
+    return valid
+
+
+def reference(model, level, offset):
+    """A (L / 2^level)-layer model whose blocks are copies of the selected ones, each oracle output times 2^level
+    (the c_proj weights and biases of a GPT; the sphere step sizes alpha of an nGPT)."""
+    c, s = model.config, 2**level
+    ids = list(model.layer_ids(level, offset))
+    small = GPT(GPTConfig(**{**vars(c), "n_layer": len(ids)}))
+    sd = model.state_dict()
+    for k, i in enumerate(ids):
+        for key in [key for key in sd if key.startswith(f"transformer.h.{i}.")]:
+            sd[key.replace(f"transformer.h.{i}.", f"transformer.h.{k}.", 1)] = sd.pop(key)
+    small.load_state_dict({k: v for k, v in sd.items() if not k.startswith(tuple(
+        f"transformer.h.{i}." for i in range(len(ids), c.n_layer)))})
+    with torch.no_grad():
+        for k, i in enumerate(ids):
+            big, b = model.transformer.h[i], small.transformer.h[k]
+            if c.arch == "gpt":
+                for lin in (b.attn.c_proj, b.mlp.c_proj):
+                    lin.weight.mul_(s)
+                    if lin.bias is not None:
+                        lin.bias.mul_(s)
+            else:
+                for name in ("alpha_a", "alpha_m"):
+                    getattr(b, name).s.copy_(getattr(big, name)() * s / getattr(b, name).mult)
+    return small
+
+
+@pytest.mark.parametrize("variant", variants(), ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
+def test_coarse_forward_is_the_small_model_with_scaled_steps(variant):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL, **variant))
+    with torch.no_grad():  # coefficients away from their (shared) initial values
+        for name, p in model.named_parameters():
+            if p.dim() == 0 or name.endswith((".s", "lnv_a.weight", "lnv_m.weight", "lnv.weight")):
+                p.add_(0.3 * torch.randn_like(p))
+    idx = torch.randint(0, 64, (2, 16))
+    for level, offset in [(1, 0), (1, 1), (2, 0), (2, 3)]:
+        logits, loss = model(idx, idx, level=level, offset=offset)
+        ref_logits, ref_loss = reference(model, level, offset)(idx, idx)
+        torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(logits, model(idx, idx)[0], atol=1e-3)  # not just the fine model
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_a_coarse_step_changes_exactly_the_selected_layers_and_the_shared_weights(optimizer):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL, **PRESETS["yuriiformer"]))
+    opts = build_optimizers(model, train.TrainConfig(optimizer=optimizer, weight_decay=0.1, learning_rate=1e-2))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    idx = torch.randint(0, 64, (4, 16))
+    model(idx, idx, level=1, offset=1)[1].backward()
+    for opt in opts:
+        opt.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    shared = {n for n in before if not n.startswith("transformer.h.")}
+    selected = {n for n in before if n.startswith(("transformer.h.1.", "transformer.h.3."))}
+    assert changed == shared | selected
+    assert {"transformer.wte.weight", "transformer.wte_v.weight", "transformer.h.1.mu_a"} <= changed
+
+
+def cfg(m=2, cycle=(3, 2), mode="cycle", until=0):
+    return SimpleNamespace(multilevel_levels=m, multilevel_cycle=cycle, multilevel_mode=mode, multilevel_until=until)
+
+
+def test_schedule():
+    at = lambda c, n: [multilevel.level_at(i, c) for i in range(n)]  # noqa: E731
+    assert at(cfg(), 10) == [(1, 0)] * 2 + [(0, 0)] * 3 + [(1, 1)] * 2 + [(0, 0)] * 3
+    assert at(cfg(m=3, cycle=(1, 1, 1)), 12) == [(2, 0), (1, 0), (0, 0), (2, 1), (1, 1), (0, 0),
+                                                 (2, 2), (1, 0), (0, 0), (2, 3), (1, 1), (0, 0)]
+    assert at(cfg(until=6), 10) == [(1, 0)] * 2 + [(0, 0)] * 3 + [(1, 1)] + [(0, 0)] * 4
+    assert at(cfg(m=3, cycle=(9, 2, 3), mode="cascade"), 8) == [(2, 0), (2, 1), (2, 2), (1, 0), (1, 1)] + [(0, 0)] * 3
+    assert at(cfg(m=1), 3) == [(0, 0)] * 3
+    assert [i for i in range(12) if multilevel.switched(i, cfg())] == [2, 5, 7, 10]
+
+
+def test_reset_momentum_zeroes_first_moments_only():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL))
+    opts = build_optimizers(model, train.TrainConfig(optimizer="muon"))
+    idx = torch.randint(0, 64, (2, 16))
+    model(idx, idx)[1].backward()
+    for opt in opts:
+        opt.step()
+    multilevel.reset_momentum(opts)
+    states = [s for opt in opts for s in opt.state.values()]
+    assert all(not s[k].any() for s in states for k in ("exp_avg", "momentum_buffer") if k in s)
+    assert all(s["exp_avg_sq"].any() for s in states if "exp_avg_sq" in s)
+    assert any("momentum_buffer" in s for s in states) and any("exp_avg" in s for s in states)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--multilevel_levels=2"], "multilevel_cycle=[] must list 2 positive step counts [fine, ..., coarsest]"),
+    (["--multilevel_levels=2", "--multilevel_cycle=[3]"], "multilevel_cycle=[3] must list 2 positive"),
+    (["--multilevel_levels=2", "--multilevel_cycle=[3,0]"], "multilevel_cycle=[3, 0] must list 2 positive"),
+    (["--multilevel_levels=2", "--multilevel_cycle=[3,1]", "--n_layer=3"],
+     "multilevel_levels=2 needs n_layer divisible by 2, got n_layer=3"),
+    (["--multilevel_levels=3", "--multilevel_cycle=[1,1,1]", "--n_layer=6"],
+     "multilevel_levels=3 needs n_layer divisible by 4, got n_layer=6"),
+    (["--multilevel_levels=0"], "multilevel_levels=0 must be >= 1"),
+    (["--multilevel_mode=vcycle"], "multilevel_mode='vcycle': choose one of cycle, cascade"),
+    (["--multilevel_until=-1"], "multilevel_until=-1 must be >= 0"),
+    (["--multilevel_cycle=[1.5,2]"], "multilevel_cycle=1.5: expected int"),
+])
+def test_bad_schedules_name_the_key(argv, message):
+    with pytest.raises(ConfigError) as e:
+        train.load_config(argv)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+ML = dict(n_layer=4, multilevel_levels=3, multilevel_cycle=[2, 1, 1], max_iters=9, eval_interval=9)
+
+
+def test_flops_follow_the_active_depth(toy, tmp_path):
+    run(args(toy, tmp_path, variant="yuriiformer", **ML))
+    recs = [r for r in metrics(tmp_path) if r["kind"] == "train"]
+    c = train.TrainConfig(**{k: v for k, v in ML.items() if k.startswith("multilevel")})
+    model = GPT(GPTConfig(**{**SMALL, "block_size": 32}, **PRESETS["yuriiformer"]))
+    levels = [multilevel.level_at(i, c)[0] for i in range(9)]
+    assert [r["level"] for r in recs] == levels == [2, 1, 0, 0, 2, 1, 0, 0, 2]
+    flops = np.cumsum([8 * 32 * model.flops_per_token(32, j) for j in levels])
+    assert [r["flops"] for r in recs] == flops.tolist()
+    assert model.flops_per_token(32, 2) < model.flops_per_token(32, 1) < model.flops_per_token(32, 0)
+    assert metrics(tmp_path)[-1]["flops"] == flops[-1]
+
+
+def test_resume_in_the_middle_of_a_cycle_is_exact(toy, tmp_path):
+    """6 steps + resume + 8 steps equals 14 uninterrupted steps (iteration 6 is inside a coarse phase); with
+    momentum resets at the switches, of Muon's buffers and of AdamW's first moments (embeddings, scalars)."""
+    common = dict(variant="yuriiformer", optimizer="muon", dropout=0.1, eval_interval=7, lr_decay_iters=14,
+                  n_layer=4, multilevel_levels=2, multilevel_cycle=[3, 2], multilevel_reset_momentum=True)
+    run(args(toy, tmp_path / "a", max_iters=14, **common))
+    run(args(toy, tmp_path / "b", max_iters=6, **common))
+    run(["--init_from=resume", f"--out_dir={tmp_path / 'b'}", "--max_iters=14"])
+    assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in "ab")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]) and a["flops"] == b["flops"]
+    assert [r["level"] for r in metrics(tmp_path / "b") if r["kind"] == "train"] == [1, 1, 0, 0, 0] * 2 + [1] * 2 + [0] * 2
+
+
+@pytest.mark.slow
+def test_ddp_multilevel_matches_single_process(toy, tmp_path):
+    """torchrun --nproc_per_node=2 (gloo): coarse steps leave layers without gradients on every rank."""
+    common = args(toy, tmp_path, max_iters=4, eval_interval=4, gradient_accumulation_steps=2, dtype="float32",
+                  variant="yuriiformer", n_layer=4, multilevel_levels=2, multilevel_cycle=[1, 2])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(ROOT / "train.py"), *common, f"--out_dir={tmp_path / 'ddp'}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    run([*common, f"--out_dir={tmp_path / 'one'}"])
+    ddp, one = train_losses(tmp_path / "ddp"), train_losses(tmp_path / "one")
+    assert [i for i, _ in ddp] == [i for i, _ in one]
+    np.testing.assert_allclose([v for _, v in ddp], [v for _, v in one], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compile_makes_one_graph_per_level_and_offset():
+    """torch.compile specializes on the level/offset ints (the eager backend: no C++ toolchain needed)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL, **PRESETS["yuriiformer"]))
+    compiled = torch.compile(model, backend="eager")
+    idx = torch.randint(0, 64, (2, 16))
+    for level, offset in [(0, 0), (1, 0), (1, 1), (1, 0), (0, 0)]:
+        torch.testing.assert_close(compiled(idx, idx, level=level, offset=offset)[0],
+                                   model(idx, idx, level=level, offset=offset)[0])
+    assert counters["stats"]["unique_graphs"] == 3

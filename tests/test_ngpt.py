@@ -1,0 +1,290 @@
+"""The normalized family (nGPT, nuGPT): unit norms, no LayerNorm, nuGPT's learning rates, trainer defaults, sweeps."""
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import model as model_module
+import train
+from configurator import ConfigError
+from data.prepare_common import write_dataset
+from model import GPT, PRESETS, GPTConfig, sphere_step
+from optim import build_optimizers, lr_multipliers
+from tests.test_train import args, run, toy, toy_tokens, train_losses  # noqa: F401 (toy is a fixture)
+
+TINY = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64, block_size=16, dropout=0.0)
+NGPT = {**PRESETS["ngpt"], **TINY}
+NUGPT = {**NGPT, "arch": "nugpt", "ref_width": 16, "ref_depth": 1}
+
+
+def make(seed=0, **kw):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**kw))
+
+
+def tokens(B=2, T=12, seed=1):
+    return torch.randint(0, TINY["vocab_size"], (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def embedding_norms(model):
+    """Norm of every weight vector along the embedding dimension (rows; columns of the c_proj outputs)."""
+    return {n: p.norm(dim=0 if n.endswith("c_proj.weight") else 1) for n, p in model.named_parameters() if p.dim() == 2}
+
+
+def assert_unit(t, atol=1e-5):
+    torch.testing.assert_close(t, torch.ones_like(t), rtol=0, atol=atol)
+
+
+@pytest.fixture
+def record_steps(monkeypatch):
+    """Record (input, output) of every sphere step of a forward pass."""
+    seen = []
+
+    def step(x, o, alpha):
+        y = sphere_step(x, o, alpha)
+        seen.append((x.detach(), y.detach()))
+        return y
+
+    monkeypatch.setattr(model_module, "sphere_step", step)
+    return seen
+
+
+# ----------------------------------------------------------------------------- architecture
+
+@pytest.mark.parametrize("kw", [NGPT, NUGPT], ids=["ngpt", "nugpt"])
+def test_no_layernorm_and_untied_head(kw):
+    m = make(**kw)
+    assert not any(isinstance(mod, nn.LayerNorm) for mod in m.modules())
+    assert any(isinstance(mod, nn.LayerNorm) for mod in make(**TINY, bias=False).modules())  # GPT has them
+    assert m.lm_head.weight is not m.transformer.wte.weight
+    assert m.transformer.h[0].attn.s_qk.s.shape == (TINY["n_embd"],)  # per head and head dimension (nGPT)
+
+
+@pytest.mark.parametrize("kw", [NGPT, NUGPT], ids=["ngpt", "nugpt"])
+def test_hidden_states_are_unit_norm(kw, record_steps):
+    m = make(**kw)
+    logits, _ = m(tokens(), targets=tokens())
+    assert len(record_steps) == 2 * TINY["n_layer"]  # attention and MLP step per layer
+    for x, y in record_steps:  # h_0 = Norm(wte + wpe) and every state after a step
+        assert_unit(x.norm(dim=-1))
+        assert_unit(y.norm(dim=-1))
+
+
+def test_qk_normalisation_and_softmax_scale(monkeypatch):
+    m, seen = make(**NGPT), []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q, k, kw["scale"]))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        for b in m.transformer.h:
+            b.attn.s_qk.s.uniform_(0.1, 0.3)  # a learned, per head and dim, scale
+    m(tokens())
+    hs = TINY["n_embd"] // TINY["n_head"]
+    for (q, k, scale), b in zip(seen, m.transformer.h):
+        s = b.attn.s_qk().view(TINY["n_head"], 1, hs)
+        assert_unit((q / s).norm(dim=-1))
+        assert_unit((k / s).norm(dim=-1))
+        assert scale == pytest.approx(math.sqrt(hs))
+
+
+def test_scales_use_ngpts_init_trick():
+    m, d = make(**NGPT), TINY["n_embd"]
+    b = m.transformer.h[0]
+    for scale, init, stored in ((b.alpha_a, 0.05, d**-0.5), (b.alpha_m, 0.05, d**-0.5), (m.s_z, 1.0, d**-0.5),
+                                (b.attn.s_qk, 1.0, d**-0.5), (b.mlp.s_u, 1.0, 1.0)):
+        torch.testing.assert_close(scale.s, torch.full_like(scale.s, stored))  # what the optimizer sees
+        torch.testing.assert_close(scale(), torch.full_like(scale.s, init))  # what the forward pass uses
+
+
+@pytest.mark.parametrize("ref_width, ref_depth", [(16, 1), (8, 2), (32, 4)])
+def test_nugpt_inits(ref_width, ref_depth):
+    m = make(**{**NUGPT, "ref_width": ref_width, "ref_depth": ref_depth})
+    m_w, m_l = TINY["n_embd"] / ref_width, TINY["n_layer"] / ref_depth
+    torch.testing.assert_close(m.transformer.h[1].alpha_m(), torch.full((TINY["n_embd"],), 0.05 / m_l))
+    torch.testing.assert_close(m.s_z(), torch.full((TINY["vocab_size"],), math.sqrt(m_w)))
+
+
+def test_sphere_step_limits():
+    x = torch.nn.functional.normalize(torch.randn(3, 5, 8), dim=-1)
+    o = lambda z: 3.0 * z.flip(-1)  # noqa: E731
+    torch.testing.assert_close(sphere_step(x, o, torch.zeros(8)), x)  # alpha = 0: stay
+    torch.testing.assert_close(sphere_step(x, o, torch.ones(8)), torch.nn.functional.normalize(o(x), dim=-1))
+    torch.testing.assert_close(sphere_step(x, o, -torch.ones(8)), sphere_step(x, o, torch.ones(8)))  # |alpha|
+
+
+@pytest.mark.parametrize("kw", [NGPT, NUGPT], ids=["ngpt", "nugpt"])
+def test_causality(kw):
+    m = make(**kw).double()
+    idx = tokens()
+    other = idx.clone()
+    other[:, 6:] = (other[:, 6:] + 5) % TINY["vocab_size"]
+    a, b = m(idx, targets=idx)[0], m(other, targets=other)[0]
+    torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=1e-12)
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+# ----------------------------------------------------------------------------- weights and optimizer
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+@pytest.mark.parametrize("kw", [NGPT, NUGPT], ids=["ngpt", "nugpt"])
+def test_weights_unit_norm_at_init_and_after_a_step(kw, optimizer, record_steps):
+    m = make(**kw)
+    for name, norms in embedding_norms(m).items():
+        assert_unit(norms)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    cfg = train.TrainConfig(optimizer=optimizer, learning_rate=0.05, weight_decay=0.0,
+                            ref_steps=10 if kw["arch"] == "nugpt" else 0)
+    opts = build_optimizers(m, cfg)
+    m(tokens(), targets=tokens())[1].backward()
+    for o in opts:
+        o.step()
+    m.normalize_weights()  # the hook train.py calls after every optimizer step
+    for name, norms in embedding_norms(m).items():
+        assert_unit(norms)
+    assert all(not torch.equal(before[n], p) for n, p in m.named_parameters())  # every parameter moved
+    record_steps.clear()
+    m(tokens())
+    assert all(torch.allclose(y.norm(dim=-1), torch.ones(())) for _, y in record_steps)
+
+
+def test_gpt_weights_are_left_alone():
+    m = make(**TINY, bias=False)
+    w = m.transformer.h[0].attn.c_attn.weight.detach().clone()
+    m.normalize_weights()
+    assert torch.equal(w, m.transformer.h[0].attn.c_attn.weight)
+
+
+def group_lrs(opts):
+    """id(param) -> (optimizer class name, base lr) of its group."""
+    return {id(p): (type(o).__name__, g["base_lr"]) for o in opts for g in o.param_groups for p in g["params"]}
+
+
+@pytest.mark.parametrize("n_embd, n_layer, ref_width, ref_depth, max_iters, ref_steps, c_out", [
+    (32, 2, 32, 2, 100, 100, 1.0),  # the reference itself: every multiplier 1
+    (32, 2, 8, 1, 100, 100, 1.0),  # m_w = 4, m_L = 2
+    (64, 4, 16, 2, 800, 100, 1.0),  # m_w = 4, m_L = 2, m_T = 8
+    (16, 2, 64, 4, 50, 400, 2.5),  # m_w = 1/4, m_T = 1/8, c_out = 2.5
+])
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_nugpt_learning_rates_follow_the_formulas(n_embd, n_layer, ref_width, ref_depth, max_iters, ref_steps, c_out,
+                                                  optimizer):
+    kw = {**NUGPT, "n_embd": n_embd, "n_layer": n_layer, "n_head": 2, "ref_width": ref_width, "ref_depth": ref_depth}
+    m = make(**kw)
+    lr, muon_lr = 3e-3, 0.02
+    cfg = train.TrainConfig(optimizer=optimizer, learning_rate=lr, muon_lr=muon_lr, max_iters=max_iters,
+                            min_lr=0.0, ref_steps=ref_steps, nu_c_out=c_out)
+    m_w, m_t = n_embd / ref_width, max_iters / ref_steps
+    base = lr * m_t ** (-1 / 3)
+    want = {"matrix": base * m_w**-0.75, "embed": base * m_w**-0.5, "head": base * c_out * m_w**-0.75,
+            "scalar": base}
+    if optimizer == "muon":
+        want["matrix"] = muon_lr * m_t ** (-1 / 3)
+    got = group_lrs(build_optimizers(m, cfg))
+    groups = m.param_groups()
+    assert not groups["coef"]  # the sphere step sizes are 'scalar' parameters
+    for kind, named in groups.items():
+        for name, p in named:
+            opt, value = got[id(p)]
+            assert value == pytest.approx(want[kind], rel=1e-12), (kind, name)
+            assert opt == ("Muon" if optimizer == "muon" and kind == "matrix" else "AdamW")
+    mult = lr_multipliers(m.config, cfg)
+    assert mult["scalar"] == pytest.approx(m_t ** (-1 / 3)) and mult["coef"] == mult["scalar"]
+
+
+@pytest.mark.parametrize("kw", [NGPT, {**TINY, "bias": False}], ids=["ngpt", "gpt"])
+def test_other_archs_have_unit_multipliers(kw):
+    m = make(**kw)
+    cfg = train.TrainConfig(learning_rate=1e-3)
+    assert set(lr_multipliers(m.config, cfg).values()) == {1.0}
+    opt, = build_optimizers(m, cfg)
+    assert [g["group"] for g in opt.param_groups][0] == "decay"  # GPT's grouping unchanged
+
+
+# ----------------------------------------------------------------------------- trainer
+
+def test_normalized_defaults_no_weight_decay_no_warmup():
+    cfg, _, _ = train.load_config(["--variant=ngpt"])
+    assert (cfg.weight_decay, cfg.warmup_iters) == (0.0, 0)
+    cfg, _, _ = train.load_config(["--variant=ngpt", "--weight_decay=0.05", "--warmup_iters=7"])
+    assert (cfg.weight_decay, cfg.warmup_iters) == (0.05, 7)  # explicit values win
+    cfg, _, _ = train.load_config(["--variant=baseline"])
+    assert (cfg.weight_decay, cfg.warmup_iters) == (0.1, 100)  # GPT keeps nanoGPT's defaults
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variant=ngpt", "--arch=nugpt", "--ref_width=8", "--ref_depth=1"], "arch='nugpt' needs ref_steps > 0"),
+    (["--variant=ngpt", "--ref_steps=100"], "ref_steps and nu_c_out only apply to arch='nugpt'"),
+    (["--nu_c_out=2.0"], "ref_steps and nu_c_out only apply to arch='nugpt'"),
+    (["--variant=ngpt", "--update=nesterov"], "supports update='gd', split='lie_trotter', bias=False only"),
+    (["--variant=ngpt", "--split=euler"], "supports update='gd', split='lie_trotter', bias=False only"),
+    (["--variant=ngpt", "--bias=True"], "bias=False only"),
+    (["--variant=ngpt", "--arch=nugpt", "--ref_steps=10"], "ref_width and ref_depth (both > 0)"),
+    (["--variant=ngpt", "--ref_width=8", "--ref_depth=1"], "ref_width and ref_depth (both > 0)"),
+    (["--variant=ngpt", "--arch=nugpt", "--ref_width=8", "--ref_depth=1", "--ref_steps=-1"], "ref_steps=-1"),
+])
+def test_invalid_combinations_are_one_line_errors(argv, message):
+    with pytest.raises(ConfigError) as e:
+        train.load_config(argv)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("extra", [dict(variant="ngpt"),
+                                   dict(variant="ngpt", arch="nugpt", ref_width=16, ref_depth=1, ref_steps=30)],
+                         ids=["ngpt", "nugpt"])
+def test_trainer_keeps_the_sphere_and_loss_falls(toy, tmp_path, extra):  # noqa: F811
+    run(args(toy, tmp_path, max_iters=30, eval_interval=30, learning_rate=2e-2, min_lr=2e-3, **extra))
+    losses = [loss for _, loss in train_losses(tmp_path)]
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:3])  # as test_train allows nGPT
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["weight_decay"] == 0.0 and ckpt["config"]["warmup_iters"] == 5  # given by args()
+    m = GPT.from_checkpoint(ckpt)
+    for name, norms in embedding_norms(m).items():
+        assert_unit(norms)
+
+
+# ----------------------------------------------------------------------------- bench/lr_transfer.py
+
+def test_lr_transfer_optimum_and_reduced_vocab(tmp_path):
+    sys.path.insert(0, str(train.Path(train.__file__).parent / "bench"))
+    import lr_transfer
+
+    pts = {2.0**k: (k - 1.3) ** 2 for k in range(-2, 4)}  # a parabola in log2(lr) with its minimum at 2^1.3
+    best, loss = lr_transfer.optimum(pts)
+    assert math.log2(best) == pytest.approx(1.3) and loss == pytest.approx(0.0, abs=1e-12)
+    assert lr_transfer.optimum({1.0: 3.0, 2.0: 2.0, 4.0: 1.0}) == (4.0, 1.0)  # at the edge: the grid point
+    ids = np.array([5, 5, 5, 9, 9, 50256, 7] * 10)
+    write_dataset(tmp_path / "src", {"train": ids, "val": np.array([7, 5, 8, 50256])})
+    dst = lr_transfer.reduced_data(tmp_path / "src", 3, tmp_path / "dst")
+    meta = json.loads((dst / "meta.json").read_text())
+    assert meta["vocab_size"] == 3 and meta["eot_token"] == 2  # 5 -> 0, 9 -> 1, the rest -> <unk> = 2
+    val = np.memmap(dst / "val.bin", dtype=np.uint16, mode="r")
+    assert val.tolist() == [2, 0, 2, 2]
+
+
+def test_lr_transfer_sweeps_and_reports(toy, tmp_path):  # noqa: F811
+    sys.path.insert(0, str(train.Path(train.__file__).parent / "bench"))
+    import lr_transfer
+
+    argv = ["--params", "gpt", "nugpt", "--axis", "width", "--values", "16", "32", "--lrs", "1e-3", "1e-2",
+            "--extend", "1", "--steps", "3", "--depth", "1", "--head_dim", "8", "--block", "16", "--batch", "4",
+            "--eval_iters", "1", "--vocab", "0", "--data", str(toy), "--out", str(tmp_path)]
+    lr_transfer.main(argv)
+    runs = [json.loads(line) for line in open(tmp_path / "runs.jsonl")]
+    assert {(r["param"], r["value"]) for r in runs} == {(p, v) for p in ("gpt", "nugpt") for v in (16, 32)}
+    assert all(len([r for r in runs if (r["param"], r["value"]) == (p, v)]) in (2, 3) for p, v in
+               {(r["param"], r["value"]) for r in runs})  # 2 lrs, maybe one more at an edge
+    nu = [json.loads(r["key"]) for r in runs if r["param"] == "nugpt"]
+    assert {(k["ref_width"], k["ref_depth"], k["ref_steps"]) for k in nu} == {(16, 1, 3)}
+    table = (tmp_path / "lr_transfer_width.md").read_text()
+    assert "nuGPT" in table and "shift (log2)" in table and (tmp_path / "lr_transfer_width.png").stat().st_size > 0
+    lr_transfer.main(argv)  # everything already done: nothing is rerun
+    assert len(open(tmp_path / "runs.jsonl").readlines()) == len(runs)
