@@ -136,19 +136,26 @@ class Scale(nn.Module):
 
 
 class KVCache:
-    """Keys and values of one attention layer for incremental decoding, preallocated to block_size."""
+    """Keys and values of one attention layer, preallocated to block_size, and pos: the number cached so far, a
+    0-dim tensor, so that a decoding step has fixed shapes and no Python state (it compiles once)."""
 
     def __init__(self, batch, n_head, max_len, head_dim, device=None, dtype=None):
         self.k = torch.zeros(batch, n_head, max_len, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
-        self.n = 0  # positions cached so far
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
 
-    def append(self, k, v):  # k, v: (B, nh, T, hs) -> all cached (B, nh, n+T, hs)
-        t = k.size(2)
-        self.k[:, :, self.n:self.n + t] = k
-        self.v[:, :, self.n:self.n + t] = v
-        self.n += t
-        return self.k[:, :, :self.n], self.v[:, :, :self.n]
+    @property
+    def n(self):
+        return int(self.pos)
+
+    def update(self, k, v):
+        """Write k, v (B, nh, T, hs) at positions pos..pos+T-1; return all keys and values (B, nh, max_len, hs)
+        and the mask (T, max_len) of the positions each new one attends to: cached ones and itself."""
+        t = self.pos + torch.arange(k.size(2), device=k.device)  # (T,)
+        self.k.index_copy_(2, t, k.to(self.k.dtype))
+        self.v.index_copy_(2, t, v.to(self.v.dtype))
+        self.pos += k.size(2)
+        return self.k, self.v, torch.arange(self.k.size(2), device=k.device) <= t[:, None]
 
 
 class CausalSelfAttention(nn.Module):
@@ -169,14 +176,11 @@ class CausalSelfAttention(nn.Module):
             s_qk = self.s_qk().view(self.n_head, 1, C // self.n_head)  # (nh, 1, hs)
             q, k = unit(q) * s_qk, unit(k) * s_qk
             scale = math.sqrt(C // self.n_head)
-        past = 0 if cache is None else cache.n
-        if cache is not None:
-            k, v = cache.append(k, v)  # (B, nh, past+T, hs)
         mask = None
-        if past and T > 1:  # a chunk after cached positions: causal with an offset
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        if cache is not None:  # attend to the whole cache, masked: fixed shapes
+            k, v, mask = cache.update(k, v)  # (B, nh, block_size, hs), (T, block_size)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=past == 0 and T > 1, scale=scale)  # (B, nh, T, hs)
+                                           is_causal=cache is None, scale=scale)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -345,10 +349,12 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, level=0, offset=0, cache=None):
         c, tr = self.config, self.transformer
         B, T = idx.size()
-        past = 0 if cache is None else cache[0].n
+        past = 0 if cache is None or torch.compiler.is_compiling() else cache[0].n  # compiled: the caller checks
         if past + T > c.block_size:
             raise ValueError(f"sequence of length {past + T} is longer than block_size={c.block_size}")
-        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
+        if cache is not None:
+            pos = pos + cache[0].pos  # after the cached positions
         x = tr.drop(tr.wte(idx) + tr.wpe(pos))  # X_0: (B, T, C)
         v = None
         if c.v0 == "embed":

@@ -55,7 +55,7 @@ class SampleConfig:
     seed: int = 1337
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:1 ...
     dtype: str = "auto"  # auto (bfloat16 autocast where supported, CPU included) | bfloat16 | float16 | float32
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the one-token cached decoding step (fixed shapes: compiles once)
 
     def __post_init__(self):
         check_sampling(self.temperature, self.top_k, self.top_p)
@@ -151,29 +151,43 @@ def notice_crop(block_size):
           f"{block_size} tokens and recomputed each step (no KV cache)", file=sys.stderr)
 
 
+def compiled_decoder(model):
+    """model(tok, cache=cache) for one-token cached steps, compiled on the first call. The step has fixed shapes (a
+    static KV cache), so it compiles once; inductor's freezing makes the weights constants, cast and packed once
+    (inference only: later changes to the weights are not seen)."""
+    compiled = torch.compile(model, fullgraph=True)
+
+    def decode(tok, cache):
+        with torch._inductor.config.patch(freezing=True):  # global: dynamo reads it too, not only inductor
+            return compiled(tok, cache=cache)
+    return decode
+
+
 @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every step
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, generator=None,
-             on_crop=notice_crop):
+             on_crop=notice_crop, decode=None):
     """Yield max_new_tokens new token ids, each (B, 1), continuing idx (B, T). Run it inside the autocast
-    context you want; the KV cache takes that dtype. on_crop(block_size) is called once if the context
-    outgrows block_size (then the cache is dropped and the cropped context recomputed, as nanoGPT does)."""
+    context you want; the KV cache takes that dtype. decode runs the one-token cached steps (model, or
+    compiled_decoder(model)). on_crop(block_size) is called once if the context outgrows block_size (then the
+    cache is dropped and the cropped context recomputed, as nanoGPT does)."""
     check_sampling(temperature, top_k, top_p)
     bs = model.config.block_size
     cache = None
     if use_cache and idx.size(1) <= bs:
         cache = model.new_cache(idx.size(0), idx.device, cache_dtype(model, idx.device.type))
-    cropped = False
-    for i in range(max_new_tokens):
-        if cache is not None and cache[0].n + (idx.size(1) if i == 0 else 1) > bs:
-            cache = None  # full: fall back to the cropped context
-        if cache is None and idx.size(1) > bs and not cropped:
-            cropped = True
+    decode = decode or model
+    tok, cropped = None, False
+    for _ in range(max_new_tokens):
+        if idx.size(1) > bs and not cropped:  # the cache would outgrow block_size: drop it, crop the context
+            cache, cropped = None, True
             if on_crop is not None:
                 on_crop(bs)
         if cache is None:
             logits, _ = model(idx[:, -bs:])  # (B, 1, V)
+        elif tok is None:
+            logits, _ = model(idx, cache=cache)  # the prompt
         else:
-            logits, _ = model(idx if i == 0 else idx[:, -1:], cache=cache)  # prompt, then one new position
+            logits, _ = decode(tok, cache=cache)  # one new position
         tok = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
         idx = torch.cat((idx, tok), dim=1)
         yield tok
@@ -221,8 +235,7 @@ def sample(cfg, out=None):
         raise SampleError(f"the model's vocab_size={model.config.vocab_size} is smaller than GPT-2 BPE's "
                           f"{enc.n_vocab}: sample.py needs a model trained on GPT-2 BPE tokens")
     ids = read_prompt(cfg.start, enc)
-    if cfg.compile:
-        model = torch.compile(model)
+    decode = compiled_decoder(model) if cfg.compile else None  # the one-token step, compiled once (static cache)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     prompt = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
     prompt_text = enc.decode(ids)
@@ -233,7 +246,7 @@ def sample(cfg, out=None):
             out.flush()
             text = TextStream(enc)
             for tok in generate(model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                                generator=gen, on_crop=on_crop):
+                                generator=gen, on_crop=on_crop, decode=decode):
                 out.write(text.push(tok.item()))
                 out.flush()
             out.write(text.flush() + "\n---------------\n")

@@ -2,15 +2,18 @@
 Decoding speed with and without the KV cache (sample.generate), greedy (top_k=1), batch 1 by default:
 
     flock /tmp/cpu.lock python bench/decode.py                      # baseline + yuriiformer, fp32 + bf16
-    python bench/decode.py --variants=imex2 --dtypes=float32 --repeats=1
+    python bench/decode.py --variants=imex2 --dtypes=float32 --repeats=1 --compile=False
     flock /tmp/cpu.lock python bench/decode.py --batch=8 --repeats=1  # 8 sequences at once
 
 Random-init weights (speed does not depend on them) at the size of the config/tinystories_*_cpu.py files
 (4 layers, 4 heads, width 256, vocab 50304), with block_size raised to prompt + new tokens (128 -> 288) so
 that no step crops the context.
-Prints one markdown row per variant x dtype: new tokens/s over the batch (median of repeats, min-max),
-the speedup, whether both paths produced the same tokens, the time of the LM head alone on one position
-(paid once per step by both paths), and the speedup bound it sets: uncached step time / head time.
+Prints one markdown row per variant x dtype: new tokens/s over the batch (median of repeats, min-max) without
+the cache, with it (eager), and with it and the one-token step compiled (sample.compiled_decoder), each speedup
+over the uncached path; the compile time (first run minus a compiled run) and the compiled speedup when the
+compile is counted in a single run; whether the cached outputs equal the uncached ones (eager, compiled); the
+time of the LM head alone on one position (paid once per step by every path) and the speedup bound it sets for
+an eager head: uncached step time / head time.
 """
 
 import statistics
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils  # noqa: E402
 from configurator import build, parse_args, read_config_file  # noqa: E402
 from model import PRESETS, GPT, GPTConfig  # noqa: E402
-from sample import generate_all  # noqa: E402
+from sample import compiled_decoder, generate_all  # noqa: E402
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
 
@@ -40,6 +43,7 @@ class BenchConfig:
     batch: int = 1
     repeats: int = 3
     threads: int = 2
+    compile: bool = True  # also time the compiled one-token step
     seed: int = 1337
 
 
@@ -53,14 +57,18 @@ def model_args(cfg):
     return args
 
 
-def tokens_per_s(model, prompt, cfg, use_cache):
+def timed(model, prompt, cfg, **kwargs):
+    """(seconds, output) of one generate_all run of cfg.new_tokens greedy tokens."""
+    t0 = time.perf_counter()
+    out = generate_all(model, prompt, cfg.new_tokens, top_k=1, **kwargs)
+    return time.perf_counter() - t0, out
+
+
+def tokens_per_s(model, prompt, cfg, **kwargs):
     """(median, min, max) new tokens per second over cfg.repeats runs, and the tokens of the last run."""
-    rates = []
-    for _ in range(cfg.repeats):
-        t0 = time.perf_counter()
-        out = generate_all(model, prompt, cfg.new_tokens, top_k=1, use_cache=use_cache)
-        rates.append(cfg.new_tokens * prompt.size(0) / (time.perf_counter() - t0))
-    return statistics.median(rates), min(rates), max(rates), out
+    runs = [timed(model, prompt, cfg, **kwargs) for _ in range(cfg.repeats)]
+    rates = [cfg.new_tokens * prompt.size(0) / t for t, _ in runs]
+    return statistics.median(rates), min(rates), max(rates), runs[-1][1]
 
 
 def head_ms(model, batch, n=50):
@@ -75,6 +83,10 @@ def head_ms(model, batch, n=50):
     return 1000 * statistics.median(times[1:])
 
 
+def rate(r):
+    return f"{r[0]:.1f} ({r[1]:.1f}-{r[2]:.1f})"
+
+
 def main(argv):
     cfg = build(BenchConfig, parse_args(argv))
     torch.set_num_threads(cfg.threads)
@@ -83,8 +95,9 @@ def main(argv):
     print(f"model {args}, prompt {cfg.prompt_len}, new {cfg.new_tokens}, batch {cfg.batch}, greedy, "
           f"repeats {cfg.repeats}, threads {cfg.threads}")
     print(f"{utils.device_name('cpu')}, torch {torch.__version__}, commit {utils.git_commit()}\n")
-    print("| variant | dtype | cached tok/s | uncached tok/s | speedup | same tokens | head ms | bound |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | dtype | uncached tok/s | cached tok/s | speedup | compiled cached tok/s | speedup | compile s | "
+          "speedup with compile | same tokens | head ms | bound |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for variant in cfg.variants.split(","):
         torch.manual_seed(cfg.seed)
         model = GPT(GPTConfig(**{**args, **PRESETS[variant]})).eval()
@@ -94,13 +107,23 @@ def main(argv):
             with utils.autocast("cpu", dtype):
                 generate_all(model, prompt, 8, top_k=1)  # warm-up
                 generate_all(model, prompt, 8, top_k=1, use_cache=False)
-                fast = tokens_per_s(model, prompt, cfg, True)
-                slow = tokens_per_s(model, prompt, cfg, False)
+                slow = tokens_per_s(model, prompt, cfg, use_cache=False)
+                fast = tokens_per_s(model, prompt, cfg)
+                compiled = ("-",) * 4
+                same = [torch.equal(fast[3], slow[3])]
+                if cfg.compile:
+                    torch._dynamo.reset()  # a new model: compile afresh (and stay under dynamo's recompile limit)
+                    decode = compiled_decoder(model)
+                    first, _ = timed(model, prompt, cfg, decode=decode)  # compiles on its second token
+                    fc = tokens_per_s(model, prompt, cfg, decode=decode)
+                    compile_s = first - cfg.new_tokens * cfg.batch / fc[0]
+                    compiled = (rate(fc), f"{fc[0] / slow[0]:.1f}x", f"{compile_s:.1f}",
+                                f"{cfg.new_tokens * cfg.batch / first / slow[0]:.2f}x")
+                    same.append(torch.equal(fc[3], slow[3]))
                 head = head_ms(model, cfg.batch)
-            same = torch.equal(fast[3], slow[3])
             bound = 1000 * cfg.batch / slow[0] / head
-            print(f"| {variant} | {dtype} | {fast[0]:.1f} ({fast[1]:.1f}-{fast[2]:.1f}) | "
-                  f"{slow[0]:.1f} ({slow[1]:.1f}-{slow[2]:.1f}) | {fast[0] / slow[0]:.1f}x | {same} | "
+            print(f"| {variant} | {dtype} | {rate(slow)} | {rate(fast)} | {fast[0] / slow[0]:.1f}x | "
+                  f"{' | '.join(compiled)} | {', '.join('yes' if s else 'no' for s in same)} | "
                   f"{head:.2f} | {bound:.1f}x |", flush=True)
 
 

@@ -16,8 +16,8 @@ dropout = 0.0
 
 batch_size = 16
 gradient_accumulation_steps = 1
-max_iters = 500
-lr_decay_iters = 500
+max_iters = 300
+lr_decay_iters = 300
 warmup_iters = 30
 
 optimizer = "muon"
@@ -28,7 +28,7 @@ weight_decay = 0.1
 scalar_lr_mult = 5.0
 grad_clip = 1.0
 
-eval_interval = 100
+eval_interval = 50
 eval_iters = 20
 log_interval = 10
 device = "cpu"

@@ -76,6 +76,23 @@ def test_greedy_same_with_and_without_cache(variant):
     assert crops == [TINY["block_size"]] * 2  # the notice comes once per call
 
 
+@pytest.mark.slow
+def test_compiled_decoder():
+    """The compiled one-token step equals the eager model at every position, compiles once, and crops like it."""
+    model = tiny_model("yuriiformer")
+    idx = torch.randint(0, 64, (2, TINY["block_size"]), generator=torch.Generator().manual_seed(3))
+    decode = sample.compiled_decoder(model)
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        full, _ = model(idx, targets=idx)  # (B, T, V)
+        cache = model.new_cache(2, dtype=torch.float32)
+        model(idx[:, :5], cache=cache)
+        steps = [decode(idx[:, t:t + 1].contiguous(), cache)[0][:, -1] for t in range(5, TINY["block_size"])]
+        torch.testing.assert_close(torch.stack(steps, 1), full[:, 5:], atol=1e-5, rtol=1e-5)
+        prompt = idx[:, :7]
+        fast = sample.generate_all(model, prompt, 40, top_k=1, decode=decode, on_crop=None)  # crosses block_size
+    assert torch.equal(fast, sample.generate_all(model, prompt, 40, top_k=1, use_cache=False, on_crop=None))
+
+
 def test_long_prompt_is_cropped():
     model, crops = tiny_model("yuriiformer"), []
     prompt = torch.randint(0, 64, (1, 40))
