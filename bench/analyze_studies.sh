@@ -21,13 +21,18 @@ if [ -d "$ROOT" ]; then
     keep "$run" "$R/multilevel/runs/$v-multilevel/$s"
     keep "$ROOT/variants/$v/$s" "$R/multilevel/runs/$v-single/$s"
   done
+  for run in "$ROOT"/multilevel-*/baseline/seed*; do  # extra arms: baseline_reset, baseline_cascade
+    arm=$(basename "$(dirname "$(dirname "$run")")") s=$(basename "$run")
+    keep "$run" "$R/multilevel/runs/baseline_${arm#multilevel-}-multilevel/$s"
+    keep "$ROOT/variants/baseline/$s" "$R/multilevel/runs/baseline_${arm#multilevel-}-single/$s"
+  done
 fi
 seeds() { ls "$1" | sed 's/seed//' | sort -n | paste -sd, -; }
 
 # variants: table with Welch p-values against the baseline, val loss vs steps/tokens/FLOPs, coefficients
 python bench/compare.py --root "$R/compare/runs" --variants "$VARIANTS" --baseline baseline --out "$R/compare"
 # multilevel: FLOPs to reach the single-level final val loss
-python bench/multilevel_study.py --analyze --variants baseline,yuriiformer --seeds "$(seeds "$R/multilevel/runs/baseline-multilevel")"
+python bench/multilevel_study.py --analyze --variants baseline,yuriiformer,baseline_reset,baseline_cascade --seeds "$(seeds "$R/multilevel/runs/baseline-multilevel")"
 # geometry: spectral plots, and the loss table with p-values against unconstrained Muon
 python bench/spectral_plot.py --root "$R/geometry/runs" --out "$R/geometry"
 runs() { ls -d "$R/geometry/runs/$1"/seed* | paste -sd, -; }

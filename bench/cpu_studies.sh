@@ -5,6 +5,7 @@
 # bench/lr_transfer.py: 0.9% of tokens become <unk>), so that the transformer body, not a 50k-row head, dominates.
 #   variants   : 7 update rules + nGPT                      -> out-studies/variants/<variant>/seed<k>
 #   multilevel : baseline, yuriiformer with 2 levels         -> out-studies/multilevel/<variant>/seed<k>
+#                baseline with momentum reset / cascade mode -> out-studies/multilevel-{reset,cascade}/baseline/seed<k>
 #                (their single-level arm is the variants run of the same seed)
 #   geometry   : manifold Muon, 4 (attention, MLP) geometries -> out-studies/geometry/<attn>-<mlp>/seed<k>
 # Seed-major, JOBS (2) runs at a time with one thread each. Finished runs are skipped; checkpoints are deleted.
@@ -33,6 +34,11 @@ queue=$(mktemp)
 for seed in $SEEDS; do
   for v in $VARIANTS; do job "$ROOT/variants/$v/seed$seed" --variant=$v --seed=$seed; done >> "$queue"
   for v in baseline yuriiformer; do job "$ROOT/multilevel/$v/seed$seed" --variant=$v --seed=$seed $ML; done >> "$queue"
+  {  # two more multilevel arms for the baseline: momentum reset at level switches; cascade (60 coarse steps first)
+    job "$ROOT/multilevel-reset/baseline/seed$seed" --variant=baseline --seed=$seed $ML --multilevel_reset_momentum=True
+    job "$ROOT/multilevel-cascade/baseline/seed$seed" --variant=baseline --seed=$seed --multilevel_levels=2 \
+        --multilevel_mode=cascade --multilevel_cycle=[1,60]
+  } >> "$queue"
   for g in $GEOMETRIES; do
     job "$ROOT/geometry/$g/seed$seed" --optimizer=manifold_muon --geometry_attn=${g%-*} --geometry_mlp=${g#*-} \
         --seed=$seed
