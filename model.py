@@ -149,13 +149,18 @@ class KVCache:
         return int(self.pos)
 
     def update(self, k, v):
-        """Write k, v (B, nh, T, hs) at positions pos..pos+T-1; return all keys and values (B, nh, max_len, hs)
-        and the mask (T, max_len) of the positions each new one attends to: cached ones and itself."""
+        """Write k, v (B, nh, T, hs) at positions pos..pos+T-1; return the keys and values (B, nh, L, hs) and the
+        mask (T, L) of the positions each new one attends to (cached ones and itself): L = max_len when compiled
+        (fixed shapes), else the filled length."""
         t = self.pos + torch.arange(k.size(2), device=k.device)  # (T,)
         self.k.index_copy_(2, t, k.to(self.k.dtype))
         self.v.index_copy_(2, t, v.to(self.v.dtype))
         self.pos += k.size(2)
-        return self.k, self.v, torch.arange(self.k.size(2), device=k.device) <= t[:, None]
+        if torch.compiler.is_compiling():  # fixed shapes: the whole cache, masked
+            return self.k, self.v, torch.arange(self.k.size(2), device=k.device) <= t[:, None]
+        n = self.n  # eager: only the filled part; a one-token step needs no mask
+        mask = None if k.size(2) == 1 else torch.arange(n, device=k.device) <= t[:, None]  # (T, n)
+        return self.k[:, :, :n], self.v[:, :, :n], mask
 
 
 class CausalSelfAttention(nn.Module):
@@ -178,7 +183,7 @@ class CausalSelfAttention(nn.Module):
             scale = math.sqrt(C // self.n_head)
         mask = None
         if cache is not None:  # attend to the whole cache, masked: fixed shapes
-            k, v, mask = cache.update(k, v)  # (B, nh, block_size, hs), (T, block_size)
+            k, v, mask = cache.update(k, v)  # (B, nh, L, hs), (T, L) or None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=cache is None, scale=scale)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
