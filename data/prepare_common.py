@@ -375,8 +375,8 @@ def prepare(name, hub, argv=None, val_fraction=0.05):
         raise
     dt = time.time() - t0
     src = args.source or f"{hub['path']} (HuggingFace hub{', streamed' if args.streaming else ''})"
-    rule = (f"hash: document i (0-based, source order) goes to val iff blake2b('{{seed}}:{{i}}', 8 bytes, little-endian)"
-            f" / 2^64 < val_fraction" if inp["split_rule"] == "hash" else "official train/validation splits")
+    rule = ("hash: document i (0-based, source order) goes to val iff blake2b('{seed}:{i}', 8 bytes, little-endian)"
+            " / 2^64 < val_fraction" if inp["split_rule"] == "hash" else "official train/validation splits")
     meta = dict(format=FORMAT, dataset=name, tokenizer=ENCODING, vocab_size=enc.n_vocab, eot_token=enc.eot_token,
                 dtype="uint16", splits=stats, source=os.path.abspath(src) if args.source else src,
                 val_source=os.path.abspath(args.val_source) if args.val_source else None, split_rule=rule,

@@ -1,6 +1,7 @@
 """Shared fixtures: repo root on sys.path, the shared real-text folder, GPU skipping."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,3 +28,19 @@ def shared_data():
     if not path.is_dir():
         pytest.skip(f"shared real-text folder not found at {path} (set YURII_SHARED_DATA)")
     return path
+
+
+def torchrun(argv, nproc=2, attempts=2):
+    """`torchrun --standalone --nproc_per_node=nproc train.py argv` with one thread per rank. A launch can fail
+    for reasons outside the code (a busy machine: rendezvous or gloo socket timeouts), so it is tried `attempts`
+    times; the error names every attempt's stderr tail."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(ROOT / "train.py"), *argv]
+    tails = []
+    for _ in range(attempts):
+        p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                           timeout=300)
+        if p.returncode == 0:
+            return p
+        tails.append(f"exit {p.returncode}:\n{p.stdout[-1500:]}\n{p.stderr[-3000:]}")
+    raise AssertionError("torchrun failed:\n" + "\n---\n".join(tails))

@@ -1,7 +1,6 @@
 """Data preparation: bins decode to the source documents, meta.json, splits, reruns, errors, crash safety."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

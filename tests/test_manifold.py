@@ -2,9 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +11,10 @@ import torch
 import train
 from configurator import ConfigError
 from data.prepare_common import write_dataset
-from manifold import (GEOMETRIES, ManifoldMuon, attention_logit_max, msign, project, retract, tall,
+from manifold import (ManifoldMuon, attention_logit_max, msign, project, retract, tall,
                       tangent_direction, violation)
 from model import GPT, GPTConfig
+from tests.conftest import torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, batch_size=8, eval_iters=2,
@@ -214,10 +212,7 @@ def test_ddp_two_processes_match_single_process(toy, tmp_path):
     """torchrun --nproc_per_node=2 (gloo): every rank takes the same manifold step from the all-reduced gradient."""
     common = args(toy, tmp_path, max_iters=4, eval_interval=2, gradient_accumulation_steps=2, dtype="float32",
                   geometry_attn="stiefel", geometry_mlp="dgram", mm_iters=3)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    str(ROOT / "train.py"), *common, f"--out_dir={tmp_path / 'ddp'}"], check=True, cwd=ROOT, env=env,
-                   capture_output=True, timeout=300)
+    torchrun([*common, f"--out_dir={tmp_path / 'ddp'}"])
     run([*common, f"--out_dir={tmp_path / 'one'}"])
     ddp, one = ([(r["iter"], r["loss"]) for r in records(tmp_path / d, "train")] for d in ("ddp", "one"))
     assert [i for i, _ in ddp] == [i for i, _ in one]

@@ -436,7 +436,7 @@ def test_compile_runs_on_cpu():
     model = make(**PRESETS["yuriiformer"])
     compiled = torch.compile(model, fullgraph=True)  # one graph: no breaks in the layer loop
     idx = tokens()
-    (a, la), (b, lb) = model(idx, targets=idx), compiled(idx, targets=idx)
+    (a, _), (b, lb) = model(idx, targets=idx), compiled(idx, targets=idx)
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     lb.backward()
     assert all(p.grad is not None for p in model.parameters())

@@ -1,9 +1,6 @@
 """Multilevel training: coarse forwards, shared parameters, the schedule, FLOPs, exact resume, errors, DDP, compile."""
 
 import itertools
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +13,7 @@ import train
 from configurator import ConfigError
 from model import CHOICES, GPT, PRESETS, GPTConfig
 from optim import build_optimizers
+from tests.conftest import torchrun
 
 SMALL = dict(n_layer=4, n_head=2, n_embd=32, block_size=16, vocab_size=64)
 
@@ -181,11 +179,7 @@ def test_ddp_multilevel_matches_single_process(toy, tmp_path):
     """torchrun --nproc_per_node=2 (gloo): coarse steps leave layers without gradients on every rank."""
     common = args(toy, tmp_path, max_iters=4, eval_interval=4, gradient_accumulation_steps=2, dtype="float32",
                   variant="yuriiformer", n_layer=4, multilevel_levels=2, multilevel_cycle=[1, 2])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(ROOT / "train.py"), *common, f"--out_dir={tmp_path / 'ddp'}"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    torchrun([*common, f"--out_dir={tmp_path / 'ddp'}"])
     run([*common, f"--out_dir={tmp_path / 'one'}"])
     ddp, one = train_losses(tmp_path / "ddp"), train_losses(tmp_path / "one")
     assert [i for i, _ in ddp] == [i for i, _ in one]

@@ -1,11 +1,9 @@
 """train.py: configs, every variant learning, exact resume, signals, NaN handling, DDP on CPU."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +11,10 @@ import pytest
 import torch
 
 import train
-from configurator import ConfigError, parse_args, read_config_file
+from configurator import ConfigError, read_config_file
 from data.prepare_common import write_dataset
-from model import GPT, PRESETS, GPTConfig
+from model import GPT, PRESETS
+from tests.conftest import torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, batch_size=8, eval_iters=2,
@@ -209,10 +208,7 @@ def test_ddp_two_processes_match_single_process(toy, tmp_path):
     """torchrun --nproc_per_node=2 (gloo) equals one process with twice the accumulation."""
     common = args(toy, tmp_path, max_iters=6, eval_interval=3, gradient_accumulation_steps=2, dtype="float32",
                   variant="yuriiformer")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    str(ROOT / "train.py"), *common, f"--out_dir={tmp_path / 'ddp'}"], check=True, cwd=ROOT, env=env,
-                   capture_output=True, timeout=300)
+    torchrun([*common, f"--out_dir={tmp_path / 'ddp'}"])
     run([*common, f"--out_dir={tmp_path / 'one'}"])
     ddp, one = train_losses(tmp_path / "ddp"), train_losses(tmp_path / "one")
     assert [i for i, _ in ddp] == [i for i, _ in one]
