@@ -32,7 +32,7 @@ seeds() { ls "$1" | sed 's/seed//' | sort -n | paste -sd, -; }
 # variants: table with Welch p-values against the baseline, val loss vs steps/tokens/FLOPs, coefficients
 python bench/compare.py --root "$R/compare/runs" --variants "$VARIANTS" --baseline baseline --out "$R/compare"
 # multilevel: FLOPs to reach the single-level final val loss
-python bench/multilevel_study.py --analyze --variants baseline,yuriiformer,baseline_reset,baseline_cascade --seeds "$(seeds "$R/multilevel/runs/baseline-multilevel")"
+python bench/multilevel_study.py --variants baseline,yuriiformer,baseline_reset,baseline_cascade --seeds "$(seeds "$R/multilevel/runs/baseline-multilevel")"
 # geometry: spectral plots, and the loss table with p-values against unconstrained Muon
 python bench/spectral_plot.py --root "$R/geometry/runs" --out "$R/geometry"
 runs() { ls -d "$R/geometry/runs/$1"/seed* | paste -sd, -; }

@@ -2,12 +2,12 @@
 Multilevel study (bench/RESULTS.md, "Multilevel training"): the training FLOPs needed to reach the single-level
 run's final val loss, multilevel versus single-level, per variant and seed, on real TinyStories at CPU scale.
 
-    nohup python bench/multilevel_study.py > out-multilevel-study.log 2>&1 &   # train what is missing, then analyse
-    python bench/multilevel_study.py --analyze                                 # tables + plots from the kept metrics
+    bench/cpu_studies.sh && bench/analyze_studies.sh        # train the runs, then (among others) this analysis
+    python bench/multilevel_study.py --variants baseline,yuriiformer --seeds 0,1,2   # tables + plots only
 
-Arms: "single" (multilevel_levels=1) and "multilevel" (the --ml keys), the same config, seed, data order and LR
-schedule. Runs live in <root>/<variant>-<arm>/seed<k>/ (the layout bench/compare.py reads); their metrics.jsonl and
-config.json are copied to <out>/runs/. Each run holds /tmp/cpu.lock for its own duration, so other jobs interleave.
+Arms: "single" (multilevel_levels=1) and "multilevel", the same config, seed, data order and LR schedule, trained by
+bench/cpu_studies.sh; bench/analyze_studies.sh copies their metrics.jsonl and config.json to
+<out>/runs/<variant>-<arm>/seed<k>/, which is all this script reads.
 Saving = 1 - F_multilevel(L*) / F_single(L*), F(L) the training FLOPs at which a run's val loss first reaches L,
 L* = the single-level final val loss when the multilevel run reaches it (the issue's metric), else the multilevel
 final val loss (then the single-level run got there earlier and the saving is negative). Val loss is interpolated
@@ -17,8 +17,6 @@ read off the schedule at that fractional iteration.
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,45 +35,12 @@ ML_KEYS = ("multilevel_levels", "multilevel_cycle", "multilevel_mode", "multilev
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config", default="config/tinystories_baseline_cpu.py")
     p.add_argument("--variants", default="baseline,yuriiformer")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--common", default="--max_iters=300 --lr_decay_iters=300 --eval_interval=20 --eval_iters=8 "
-                                        "--log_interval=20 --always_save_checkpoint=False")
-    p.add_argument("--ml", default="--multilevel_levels=2 --multilevel_cycle=[4,4] --multilevel_until=225")
-    p.add_argument("--root", default="out-multilevel-study")
-    p.add_argument("--out", default="bench/results/multilevel")
-    p.add_argument("--lock", default="/tmp/cpu.lock", help="flock file held by each run ('' for none)")
-    p.add_argument("--analyze", action="store_true", help="only analyse the metrics kept in <out>/runs")
+    p.add_argument("--out", default="bench/results/multilevel", help="holds runs/<variant>-<arm>/seed<k>/")
     a = p.parse_args(argv)
     a.variants, a.seeds = a.variants.split(","), [int(s) for s in a.seeds.split(",")]
     return a
-
-
-def complete(out):
-    path = out / "metrics.jsonl"
-    return path.is_file() and any(r["kind"] == "final" for r in utils.read_jsonl(path))
-
-
-def train_all(a):
-    arms = {"single": [], "multilevel": a.ml.split()}
-    for seed in a.seeds:  # seed-major: a partial study holds whole seeds
-        for variant in a.variants:
-            for arm, extra in arms.items():
-                out = Path(a.root) / f"{variant}-{arm}" / f"seed{seed}"
-                if not complete(out):
-                    cmd = ["flock", a.lock] * bool(a.lock) + [sys.executable, "train.py", a.config, f"--variant={variant}",
-                           f"--seed={seed}", f"--out_dir={out}", *a.common.split(), *extra]
-                    out.mkdir(parents=True, exist_ok=True)
-                    print(" ".join(cmd), flush=True)
-                    with open(out / "train.log", "w") as log:
-                        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-                for name in ("ckpt.pt", "best.pt"):  # ~0.2 GB each at this size: keep only the metrics
-                    (out / name).unlink(missing_ok=True)
-                keep = Path(a.out) / "runs" / out.relative_to(a.root)
-                keep.mkdir(parents=True, exist_ok=True)
-                for name in ("metrics.jsonl", "config.json"):
-                    shutil.copy(out / name, keep / name)
 
 
 def load(run):
@@ -174,9 +139,6 @@ def plot(curves, path):
 
 def main(argv=None):
     a = parse(sys.argv[1:] if argv is None else argv)
-    torch.set_flush_denormal(True)
-    if not a.analyze:
-        train_all(a)
     analyze(a)
 
 
