@@ -30,6 +30,15 @@ def shared_data():
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny ops: as fast, and immune to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def torchrun(argv, nproc=2, attempts=2):
     """`torchrun --standalone --nproc_per_node=nproc train.py argv` with one thread per rank. A launch can fail
     for reasons outside the code (a busy machine: rendezvous or gloo socket timeouts), so it is tried `attempts`

@@ -11,13 +11,7 @@ from lab.train import (LabConfig, directional_smoothness, flat_params, gradient_
                        large_batch_grad, make_loss, minibatch_grads, robust_condition, train)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The lab's ops are tiny: one thread is as fast and immune to contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops (tests/conftest.py)
 
 
 @pytest.fixture

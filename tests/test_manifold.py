@@ -1,24 +1,17 @@
 """manifold.py: msign, the manifold Muon step per geometry, its trainer integration and spectral monitoring."""
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import train
-from configurator import ConfigError
-from data.prepare_common import write_dataset
 from manifold import (ManifoldMuon, attention_logit_max, msign, project, retract, tall,
                       tangent_direction, violation)
 from model import GPT, GPTConfig
 from tests.conftest import torchrun
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, batch_size=8, eval_iters=2,
-            warmup_iters=5, learning_rate=1e-2, min_lr=1e-3, device="cpu", log_interval=1, optimizer="manifold_muon")
+from tests.test_train import args as train_args
+from tests.test_train import assert_config_error, metrics, run, toy  # noqa: F401 (toy is a fixture)
 
 
 def polar(x):
@@ -126,41 +119,18 @@ def test_clear_errors():
                            "geometry_attn='sphere': choose one of none, stiefel, dgram, oblique"),
                           (["--geometry_mlp=dgram"], "geometry_mlp='dgram' need optimizer='manifold_muon'"),
                           (["--optimizer=manifold_muon", "--mm_iters=0"], "mm_iters=0 must be >= 1")):
-        with pytest.raises(ConfigError) as e:
-            train.load_config(argv)
-        assert message in str(e.value) and "\n" not in str(e.value)
+        assert_config_error(argv, message)
 
 
 # ----------------------------------------------------------------------------- trainer
 
-def toy_tokens(n, seed):
-    """Runs of arithmetic sequences mod 63 (63 is the end-of-text token)."""
-    rng, out = np.random.default_rng(seed), []
-    while len(out) < n:
-        a, s = rng.integers(0, 63), rng.integers(1, 4)
-        out += [(a + s * i) % 63 for i in range(int(rng.integers(8, 40)))] + [63]
-    return np.array(out[:n])
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy")
-    write_dataset(path, {"train": toy_tokens(20_000, 0), "val": toy_tokens(4_000, 1)}, vocab_size=64, eot_token=63,
-                  tokenizer="toy")
-    return path
-
-
 def args(toy, out, **kw):
-    return [f"--{k}={v}" for k, v in {**TINY, "data_dir": toy, "out_dir": out, **kw}.items()]
-
-
-def run(argv):
-    cfg, mcfg, raw = train.load_config(argv)
-    return train.train(cfg, mcfg, raw)
+    """test_train's tiny run with optimizer=manifold_muon."""
+    return train_args(toy, out, **{"optimizer": "manifold_muon", **kw})
 
 
 def records(out, kind):
-    return [r for r in map(json.loads, open(Path(out) / "metrics.jsonl")) if r["kind"] == kind]
+    return [r for r in metrics(out) if r["kind"] == kind]
 
 
 def test_trainer_none_equals_muon(toy, tmp_path):

@@ -15,13 +15,7 @@ RAW_ZERO = -math.inf  # sigmoid(-inf) = 0 exactly: mu = 0 or beta = 0
 RAW_ONE = math.log(math.e - 1)  # softplus(log(e - 1)) = 1: gamma = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest (and steadiest on a busy machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops (tests/conftest.py)
 
 
 def _all_variants():

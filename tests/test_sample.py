@@ -31,13 +31,7 @@ def all_variants():
 VARIANTS = all_variants()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops (tests/conftest.py)
 
 
 def tiny_model(variant, seed=0, **kw):

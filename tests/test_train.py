@@ -56,6 +56,13 @@ def train_losses(out):
     return [(r["iter"], r["loss"]) for r in metrics(out) if r["kind"] == "train"]
 
 
+def assert_config_error(argv, message):
+    """load_config(argv) raises a one-line ConfigError containing message."""
+    with pytest.raises(ConfigError) as e:
+        train.load_config(argv)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
 # ----------------------------------------------------------------------------- configuration
 
 def test_config_file_is_parsed_not_executed(tmp_path):
@@ -94,9 +101,7 @@ def test_overrides_win_and_types_are_checked(tmp_path):
     (["config.txt"], "neither a config file"),
 ])
 def test_config_errors_name_the_key(argv, message):
-    with pytest.raises(ConfigError) as e:
-        train.load_config(argv)
-    assert message in str(e.value) and "\n" not in str(e.value)
+    assert_config_error(argv, message)
 
 
 def test_main_prints_one_line_error(capsys):
