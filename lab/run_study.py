@@ -186,6 +186,12 @@ def main():
     log(f"wrote {out} ({meta['wall_s']:.0f}s)")
 
 
+def save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def plots(res, curves, tcurves, steps, out):
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for i, param in enumerate(("full", "sparse")):
@@ -197,9 +203,7 @@ def plots(res, curves, tcurves, steps, out):
             ax.set_title(f"{param} P, Q; {dist} covariates")
             ax.set_ylabel("train loss (log-EMA; median, min-max)")
             ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "adam_vs_sgd.png", dpi=80)
-    plt.close(fig)
+    save(fig, out / "adam_vs_sgd.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, param in zip(axes, ("full", "sparse")):
@@ -211,9 +215,7 @@ def plots(res, curves, tcurves, steps, out):
         ax.set_xlabel("||g_batch - g_large|| / median")
         ax.set_title(f"gradient noise at init ({param})")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "noise_hist.png", dpi=80)
-    plt.close(fig)
+    save(fig, out / "noise_hist.png")
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for dist, ls in zip(DISTS, ("-", "--")):
@@ -235,9 +237,7 @@ def plots(res, curves, tcurves, steps, out):
         ax.set_xlabel("gradient norm")
         ax.set_ylabel("u^T H u / ||u||^2 along the step u")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "landscape.png", dpi=80)
-    plt.close(fig)
+    save(fig, out / "landscape.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, param in zip(axes, ("sparse", "full")):
@@ -246,9 +246,7 @@ def plots(res, curves, tcurves, steps, out):
             curve_plot(ax, tcurves[f"{param}/{update}"], COLORS[update], f"{update} (eval {r['mean']:.3g})", steps)
         ax.set_title(f"templates, Adam + cosine, 3 layers ({param}, normal)")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "templates.png", dpi=80)
-    plt.close(fig)
+    save(fig, out / "templates.png")
 
 
 def table(res):
