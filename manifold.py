@@ -113,13 +113,14 @@ def adjusted_lr(lr, shape):
 
 class ManifoldMuon(torch.optim.Optimizer):
     """Muon with a manifold per param group (group["geometry"] in GEOMETRIES). Nesterov momentum and the learning
-    rate and weight decay of torch.optim.Muon; geometry "none" is torch.optim.Muon's step exactly. Call
+    rate and weight decay of torch.optim.Muon; geometry "none" is torch.optim.Muon's step exactly (with
+    ns_dtype="bfloat16"; "float32" runs its Newton-Schulz in fp32, for CPUs without native bf16). Call
     project_() once on fresh weights (not when resuming) to put them on their manifolds."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0, geometry="none",
-                 iters=20, alpha=0.1, tol=1e-3, ns_steps=5):
+                 iters=20, alpha=0.1, tol=1e-3, ns_steps=5, ns_dtype="bfloat16"):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, geometry=geometry,
-                        iters=iters, alpha=alpha, tol=tol, ns_steps=ns_steps)
+                        iters=iters, alpha=alpha, tol=tol, ns_steps=ns_steps, ns_dtype=ns_dtype)
         super().__init__(params, defaults)
         for group in self.param_groups:
             if group["geometry"] not in GEOMETRIES:
@@ -162,7 +163,8 @@ class ManifoldMuon(torch.optim.Optimizer):
                 g = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
                 p.mul_(1 - lr * group["weight_decay"])
                 if geometry == "none":
-                    p.add_(msign(g, (MUON_NS,) * group["ns_steps"], torch.bfloat16), alpha=-adjusted_lr(lr, p.shape))
+                    ns_dtype = getattr(torch, group["ns_dtype"])  # bfloat16: torch.optim.Muon's step exactly
+                    p.add_(msign(g, (MUON_NS,) * group["ns_steps"], ns_dtype), alpha=-adjusted_lr(lr, p.shape))
                     continue
                 w = tall(p)
                 a, state["dual_iters"], state["tangent_rms"] = tangent_direction(

@@ -61,6 +61,7 @@ class GPTConfig:
     imex_iters: int = 1  # k fixed-point sweeps of the implicit MLP step (split="imex")
     lnv: bool = False  # LayerNorm on every velocity update
     v0: str = "zero"  # initial velocity: "embed" (own wte_v/wpe_v tables) or "zero"
+    embed_extra: bool = False  # a second token + position table on X_0, zero at init (control for V_0's tables)
     mu_init: float = 0.5  # initial look-ahead mu = sigmoid(a), in (0, 1)
     beta_init: float = 0.5  # initial momentum beta = sigmoid(b), in (0, 1)
     gamma_init: float = math.log(2)  # initial step gamma = softplus(c) > 0
@@ -75,7 +76,7 @@ class GPTConfig:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "imex_iters"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
-        for name in ("bias", "lnv"):
+        for name in ("bias", "lnv", "embed_extra"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.n_embd % self.n_head:
@@ -103,6 +104,8 @@ class GPTConfig:
         if self.arch != "gpt":
             if self.update != "gd" or self.split != "lie_trotter" or self.bias:
                 raise ValueError(f"arch={self.arch!r} supports update='gd', split='lie_trotter', bias=False only")
+        if self.embed_extra and self.arch != "gpt":
+            raise ValueError(f"embed_extra=True needs arch='gpt' (got arch={self.arch!r})")
         if (self.arch == "nugpt") != (self.ref_width > 0 and self.ref_depth > 0):
             raise ValueError("ref_width and ref_depth (both > 0) are used exactly when arch='nugpt'")
 
@@ -335,6 +338,11 @@ class GPT(nn.Module):
             if pn.endswith("c_proj.weight"):  # GPT-2's scaled init of residual projections
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
         self.normalize_weights()
+        if c.embed_extra:  # created last and zero: the same initial weights and function as without them
+            self.transformer.wte_x = nn.Embedding(c.vocab_size, d)
+            self.transformer.wpe_x = nn.Embedding(c.block_size, d)
+            nn.init.zeros_(self.transformer.wte_x.weight)
+            nn.init.zeros_(self.transformer.wpe_x.weight)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -360,7 +368,10 @@ class GPT(nn.Module):
         pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
         if cache is not None:
             pos = pos + cache[0].pos  # after the cached positions
-        x = tr.drop(tr.wte(idx) + tr.wpe(pos))  # X_0: (B, T, C)
+        x = tr.wte(idx) + tr.wpe(pos)  # X_0: (B, T, C)
+        if c.embed_extra:
+            x = x + tr.wte_x(idx) + tr.wpe_x(pos)
+        x = tr.drop(x)
         v = None
         if c.v0 == "embed":
             v = tr.drop(tr.wte_v(idx) + tr.wpe_v(pos))  # V_0: (B, T, C)
@@ -435,12 +446,12 @@ class GPT(nn.Module):
         return groups
 
     def num_params(self, positions=True, v0_tables=True):
-        """Parameter count; optionally without the position tables and/or the V_0 tables."""
+        """Parameter count; optionally without the position tables and/or the V_0 (or embed_extra) tables."""
         skip = set()
         if not positions:
-            skip |= {"transformer.wpe.weight", "transformer.wpe_v.weight"}
+            skip |= {f"transformer.{t}.weight" for t in ("wpe", "wpe_v", "wpe_x")}
         if not v0_tables:
-            skip |= {"transformer.wte_v.weight", "transformer.wpe_v.weight"}
+            skip |= {f"transformer.{t}.weight" for t in ("wte_v", "wpe_v", "wte_x", "wpe_x")}
         return sum(p.numel() for n, p in self.named_parameters() if n not in skip)
 
     def flops_per_token(self, seq_len=None, level=0):

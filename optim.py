@@ -3,7 +3,8 @@ Optimizers for train.py, built from GPT.param_groups():
 
 - adamw: nanoGPT's AdamW grouping (weight decay on matrices and embeddings, none on norms/biases),
   with the update coefficients at lr x scalar_lr_mult and no weight decay.
-- muon: the paper's recipe. torch.optim.Muon on the 2-D hidden matrices; AdamW on embeddings
+- muon: the paper's recipe. torch.optim.Muon on the 2-D hidden matrices (its Newton-Schulz runs in bf16; where
+  bf16 is not native, muon_dtype=auto runs the same step in fp32 with manifold.ManifoldMuon); AdamW on embeddings
   (and an untied head) with weight decay, on norms/biases/scales without, and on the update
   coefficients without weight decay at lr x scalar_lr_mult.
 - manifold_muon: the muon recipe with manifold.ManifoldMuon on the hidden matrices, attention ('.attn.')
@@ -19,6 +20,7 @@ import inspect
 
 import torch
 
+import utils
 from manifold import ManifoldMuon, geometry_groups
 
 OPTIMIZERS = ("adamw", "muon", "manifold_muon")
@@ -63,8 +65,12 @@ def build_optimizers(model, cfg, device_type="cpu"):
         return [_adamw([*decay, scalar, coef], cfg, device_type)]
     if cfg.optimizer == "muon":
         mlr = cfg.muon_lr * m["muon"]
-        muon = torch.optim.Muon([_group(g["matrix"], mlr, cfg.muon_weight_decay, "matrix")],
-                                lr=mlr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
+        matrix = [_group(g["matrix"], mlr, cfg.muon_weight_decay, "matrix")]
+        kw = dict(lr=mlr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
+        if muon_dtype(cfg.muon_dtype, device_type) == "bfloat16":
+            muon = torch.optim.Muon(matrix, **kw)
+        else:  # the same step with an fp32 Newton-Schulz (torch.optim.Muon's is bf16, emulated on AVX2 CPUs)
+            muon = ManifoldMuon(matrix, **kw, ns_dtype="float32")
         embed = _decayed(g, ("embed", "head"), lr, wd, "embed", m)
         return [muon, _adamw([*embed, scalar, coef], cfg, device_type)]
     if cfg.optimizer == "manifold_muon":
@@ -75,10 +81,17 @@ def build_optimizers(model, cfg, device_type="cpu"):
         groups = geometry_groups(g["matrix"], cfg.geometry_attn, cfg.geometry_mlp, lr=mlr, base_lr=mlr,
                                  weight_decay=cfg.muon_weight_decay, group="matrix")
         mm = ManifoldMuon(groups, lr=mlr, momentum=cfg.muon_momentum, iters=cfg.mm_iters, alpha=cfg.mm_alpha,
-                          tol=cfg.mm_tol)
+                          tol=cfg.mm_tol, ns_dtype=muon_dtype(cfg.muon_dtype, device_type))
         embed = _decayed(g, ("embed", "head"), lr, wd, "embed", m)
         return [mm, _adamw([*embed, scalar, coef], cfg, device_type)]
     raise ValueError(f"optimizer={cfg.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+
+
+def muon_dtype(dtype, device):
+    """Muon's Newton-Schulz dtype: 'auto' -> bfloat16 where bf16 is native (utils.fast_bf16), else float32."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if utils.fast_bf16(device) else "float32"
 
 
 def init_manifolds(optimizers):

@@ -28,7 +28,7 @@ from configurator import ConfigError, build, known_keys, parse_args
 from data.loader import BinLoader, DataError
 from model import GPT, PRESETS, GPTConfig
 from manifold import GEOMETRIES, spectral_record
-from optim import OPTIMIZERS, build_optimizers, init_manifolds, set_lr
+from optim import OPTIMIZERS, build_optimizers, init_manifolds, muon_dtype, set_lr
 
 CKPT_FORMAT = "yuriiformer-ckpt-v1"
 
@@ -64,6 +64,7 @@ class TrainConfig:
     muon_lr: float = 0.02
     muon_momentum: float = 0.95
     muon_weight_decay: float = 0.0
+    muon_dtype: str = "auto"  # Muon's Newton-Schulz: auto (bfloat16 where native, else float32) | bfloat16 | float32
     scalar_lr_mult: float = 5.0  # learning-rate multiplier of the update coefficients
     ref_steps: int = 0  # nuGPT: reference horizon, m_T = max_iters / ref_steps (required for arch='nugpt')
     nu_c_out: float = 1.0  # nuGPT: output-layer learning-rate constant c_out
@@ -106,7 +107,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         choices = {"data_order": ("epoch", "random"), "optimizer": OPTIMIZERS,
                    "geometry_attn": GEOMETRIES, "geometry_mlp": GEOMETRIES,
-                   "backend": ("auto", "nccl", "gloo"), "dtype": ("auto", *utils.DTYPES)}
+                   "backend": ("auto", "nccl", "gloo"), "dtype": ("auto", *utils.DTYPES),
+                   "muon_dtype": ("auto", "bfloat16", "float32")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -311,6 +313,7 @@ def train(cfg, mcfg, raw=None, stop=None):
     model, ckpt, cfg, mcfg = init_model(cfg, mcfg, raw or {})
     out_dir = Path(cfg.out_dir)
     dtype = utils.resolve_dtype(cfg.dtype, d.device)
+    cfg = replace(cfg, dtype=dtype, muon_dtype=muon_dtype(cfg.muon_dtype, d.device))  # saved resolved
     if cfg.gradient_accumulation_steps % d.world:
         raise ValueError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by "
                          f"the number of processes ({d.world})")

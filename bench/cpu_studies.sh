@@ -22,8 +22,7 @@ COMMON="config/tinystories_baseline_cpu.py --dataset=tinystories_top4096 --vocab
         --spectral_interval=50 --compile=False --always_save_checkpoint=False"
 ML="--multilevel_levels=2 --multilevel_cycle=[4,4] --multilevel_until=225"
 [ -f data/tinystories/meta.json ] || python data/tinystories/prepare.py --source ../shared/data/tinystories
-[ -f data/tinystories_top4096/meta.json ] || python -c "import sys; sys.path[:0] = ['bench', '.']; import lr_transfer
-from pathlib import Path; lr_transfer.reduced_data(Path('data/tinystories'), 4096, Path('data/tinystories_top4096'))"
+python -m data.reduce_vocab data/tinystories --vocab 4096
 
 job() {  # one line of the queue: skip when finished, else train with one thread and drop the checkpoints
   local dir=$1; shift

@@ -33,26 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
 import utils  # noqa: E402
-from data.prepare_common import write_dataset  # noqa: E402
+from data.reduce_vocab import reduced_data  # noqa: E402
 
 PARAMS = ("gpt", "ngpt", "nugpt")
 LABELS = {"gpt": "GPT (standard, AdamW)", "ngpt": "nGPT", "nugpt": "nuGPT"}
 AXES = {"width": "n_embd", "depth": "n_layer", "horizon": "max_iters"}
-
-
-def reduced_data(src, vocab, dst):
-    """TinyStories with the vocab-1 most frequent train tokens (ids by frequency) and one <unk> id for the rest."""
-    if (dst / "meta.json").exists():
-        return dst
-    meta = json.loads((src / "meta.json").read_text())
-    train_ids, val_ids = (np.memmap(src / f"{s}.bin", dtype=np.uint16, mode="r") for s in ("train", "val"))
-    top = np.argsort(-np.bincount(train_ids, minlength=65536), kind="stable")[:vocab - 1]
-    table = np.full(65536, vocab - 1, dtype=np.uint16)  # token id -> reduced id
-    table[top] = np.arange(vocab - 1)
-    write_dataset(dst, {"train": table[train_ids], "val": table[val_ids]}, vocab_size=vocab,
-                  eot_token=int(table[meta["eot_token"]]), tokenizer=f"{meta['tokenizer']}-top{vocab - 1}+unk",
-                  source=str(src), unk_token=vocab - 1)
-    return dst
 
 
 def settings(a, param, value, lr):

@@ -19,18 +19,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops (tests/conftest.p
 
 
 def _all_variants():
-    """Every valid variant: template x splitting (imex k = 1, 2, 3) x lnv x v0, plus the nGPT archs."""
+    """Every valid variant: template x splitting (imex k = 1, 2, 3) x lnv x v0, plus the nGPT archs; the extra
+    embedding tables (embed_extra) with gd."""
     out = []
-    for update, split, lnv, v0, k, arch in itertools.product(
-            CHOICES["update"], CHOICES["split"], (False, True), CHOICES["v0"], (1, 2, 3), CHOICES["arch"]):
+    for update, split, lnv, v0, k, arch, extra in itertools.product(
+            CHOICES["update"], CHOICES["split"], (False, True), CHOICES["v0"], (1, 2, 3), CHOICES["arch"],
+            (False, True)):
         kw = dict(update=update, split=split, lnv=lnv, v0=v0, imex_iters=k, arch=arch, bias=arch == "gpt")
         if arch == "nugpt":
             kw.update(ref_width=16, ref_depth=1)
+        if extra and update != "gd":
+            continue
+        if extra:
+            kw.update(embed_extra=True)
         try:
             GPTConfig(**TINY, **kw)
         except ValueError:
             continue
-        name = f"{update}-{split}{k if split == 'imex' else ''}{'-lnv' if lnv else ''}-{v0}-{arch}"
+        name = f"{update}-{split}{k if split == 'imex' else ''}{'-lnv' if lnv else ''}-{v0}-{arch}{'-x' if extra else ''}"
         out.append(pytest.param(kw, id=name))
     return out
 
@@ -66,8 +72,8 @@ def copy_weights(src, dst):
 
 # ---------------------------------------------------------------- the variant suite
 def test_variant_count():
-    # gd: 5 splittings; polyak, nesterov: 5 splittings x lnv x v0; ngpt, nugpt
-    assert len(VARIANTS) == 5 + 2 * 5 * 2 * 2 + 2
+    # gd: 5 splittings (with and without embed_extra); polyak, nesterov: 5 splittings x lnv x v0; ngpt, nugpt
+    assert len(VARIANTS) == 2 * 5 + 2 * 5 * 2 * 2 + 2
 
 
 def test_presets_are_valid():
@@ -289,6 +295,7 @@ BAD_CONFIGS = [
     (dict(arch="ngpt", bias=True), "arch", ("bias=False",)),
     (dict(arch="nugpt", bias=False), "ref_width", ("nugpt",)),
     (dict(ref_width=4, ref_depth=2), "ref_width", ("nugpt",)),
+    (dict(arch="ngpt", bias=False, embed_extra=True), "embed_extra", ("gpt",)),
 ]
 
 
@@ -350,6 +357,8 @@ def test_param_groups_cover_every_parameter_once(kw):
     embed = {"transformer.wte.weight", "transformer.wpe.weight"}
     if kw["v0"] == "embed":
         embed |= {"transformer.wte_v.weight", "transformer.wpe_v.weight"}
+    if kw.get("embed_extra"):
+        embed |= {"transformer.wte_x.weight", "transformer.wpe_x.weight"}
     assert names["embed"] == embed
     assert names["head"] == ({"lm_head.weight"} if kw["arch"] != "gpt" else set())
     if kw["lnv"]:
@@ -361,7 +370,7 @@ def test_num_params(kw):
     model = make(**kw)
     d, V, T = TINY["n_embd"], TINY["vocab_size"], TINY["block_size"]
     total = sum(p.numel() for p in model.parameters())
-    embed = kw["v0"] == "embed"
+    embed = kw["v0"] == "embed" or kw.get("embed_extra", False)  # a second token + position table
     assert model.num_params() == total
     assert model.num_params(positions=False) == total - T * d * (2 if embed else 1)
     assert model.num_params(v0_tables=False) == total - (V + T) * d * embed
@@ -417,6 +426,18 @@ def test_multilevel(kw):
     for level, offset in ((1, 2), (1, -1), (2, 0), (-1, 0)):
         with pytest.raises(ValueError, match="level"):
             model(idx, level=level, offset=offset)
+
+
+def test_embed_extra_starts_as_the_baseline_with_v0_parameter_count():
+    """Zero extra tables, made after every other weight: the baseline's weights and logits; the yuriiformer's
+    embedding parameter count."""
+    base, extra = make(**PRESETS["baseline"]), make(**PRESETS["baseline"], embed_extra=True)
+    x = tokens()
+    assert torch.equal(base(x, x)[0], extra(x, x)[0])
+    yf = make(**PRESETS["yuriiformer"])
+    tables = lambda m, t: sum(p.numel() for n, p in m.named_parameters() if n.startswith(t))  # noqa: E731
+    assert tables(extra, ("transformer.wte_x", "transformer.wpe_x")) == tables(yf, ("transformer.wte_v", "transformer.wpe_v"))
+    assert extra.num_params(v0_tables=False) == base.num_params()
 
 
 def test_too_long_sequence():

@@ -12,6 +12,7 @@ import torch.nn as nn
 import model as model_module
 import train
 from data.prepare_common import write_dataset
+from data.reduce_vocab import reduced_data
 from model import GPT, PRESETS, GPTConfig, sphere_step
 from optim import build_optimizers, lr_multipliers
 from tests.test_train import args, assert_config_error, run, toy, toy_tokens, train_losses  # noqa: F401 (toy is a fixture)
@@ -260,7 +261,7 @@ def test_lr_transfer_optimum_and_reduced_vocab(tmp_path):
     assert lr_transfer.optimum({1.0: 3.0, 2.0: 2.0, 4.0: 1.0}) == (4.0, 1.0)  # at the edge: the grid point
     ids = np.array([5, 5, 5, 9, 9, 50256, 7] * 10)
     write_dataset(tmp_path / "src", {"train": ids, "val": np.array([7, 5, 8, 50256])})
-    dst = lr_transfer.reduced_data(tmp_path / "src", 3, tmp_path / "dst")
+    dst = reduced_data(tmp_path / "src", 3, tmp_path / "dst")
     meta = json.loads((dst / "meta.json").read_text())
     assert meta["vocab_size"] == 3 and meta["eot_token"] == 2  # 5 -> 0, 9 -> 1, the rest -> <unk> = 2
     val = np.memmap(dst / "val.bin", dtype=np.uint16, mode="r")
