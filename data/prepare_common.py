@@ -11,6 +11,7 @@ leaves a dataset that looks complete. A rerun with the same inputs is a no-op.
 import argparse
 import hashlib
 import json
+import lzma
 import os
 import shlex
 import sys
@@ -23,11 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from data.loader import DataError, read_meta
-from data.tokenizer import ENCODING, get_encoding
+from data.tokenizer import ENCODING, RANKS_SHA256, TokenizerError, get_encoding
 
 FORMAT = "yuriiformer-bins-v1"
 SPLITS = ("train", "val")
-EXTENSIONS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+EXTENSIONS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}  # each also as .xz
 EOT_LINE = "<|endoftext|>"
 CHUNK_DOCS = 256  # documents per unit of work sent to a tokenizer process
 
@@ -40,17 +41,26 @@ def hash_split(index, seed, val_fraction):
     return "val" if int.from_bytes(h, "little") < val_fraction * 2**64 else "train"
 
 
+def file_kind(path):
+    """'text', 'json' or 'parquet' by the file's extension (an .xz one by the extension before it), or None."""
+    suffixes = Path(path).suffixes
+    if suffixes[-1:] == [".xz"]:
+        suffixes = suffixes[:-1]
+    return EXTENSIONS.get(suffixes[-1]) if suffixes else None
+
+
 def local_files(source):
-    """The .txt/.json/.jsonl/.parquet files of a file or folder (recursively, sorted by path)."""
+    """The .txt/.json/.jsonl/.parquet files (or .xz-compressed ones) of a file or folder (recursively, by path)."""
     p = Path(source).expanduser()
     if not p.exists():
         raise DataError(f"--source {source} does not exist")
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in EXTENSIONS)
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and file_kind(f))
     if not files:
         raise DataError(f"--source {source} holds no .txt, .json, .jsonl or .parquet files")
     for f in files:
-        if f.suffix not in EXTENSIONS:
-            raise DataError(f"--source {f}: unsupported file type {f.suffix!r} (use .txt, .json, .jsonl or .parquet)")
+        if not file_kind(f):
+            raise DataError(f"--source {f}: unsupported file type {''.join(f.suffixes)!r} "
+                            "(use .txt, .json, .jsonl or .parquet, optionally .xz-compressed)")
         if not os.access(f, os.R_OK):
             raise DataError(f"--source {f} is not readable")
     return files
@@ -60,7 +70,7 @@ def read_txt(path, one_per_line, batch=1024):
     """Documents of a .txt file: separated by '<|endoftext|>' lines (or one per line), stripped, empty ones skipped."""
     docs, lines = [], []
     try:
-        with open(path, encoding="utf-8") as f:
+        with (lzma.open if path.suffix == ".xz" else open)(path, "rt", encoding="utf-8") as f:
             for line in f:
                 if one_per_line:
                     lines = [line]
@@ -74,7 +84,7 @@ def read_txt(path, one_per_line, batch=1024):
                 if len(docs) == batch:
                     yield docs
                     docs = []
-    except (UnicodeDecodeError, OSError) as e:
+    except (UnicodeDecodeError, OSError, lzma.LZMAError) as e:
         raise DataError(f"cannot read {path} as UTF-8 text: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     doc = "".join(lines).strip()
     yield docs + [doc] if doc else docs
@@ -96,12 +106,12 @@ def read_dataset(ds, text_field, what, batch=1024):
 def read_local(source, args):
     """Text batches of every file under a local --source, in path order."""
     for f in local_files(source):
-        if EXTENSIONS[f.suffix] == "text":
+        if file_kind(f) == "text":
             yield from read_txt(f, args.one_per_line)
         else:
             import datasets
             try:
-                ds = datasets.load_dataset(EXTENSIONS[f.suffix], data_files=str(f), split="train", streaming=True)
+                ds = datasets.load_dataset(file_kind(f), data_files=str(f), split="train", streaming=True)
             except Exception as e:
                 raise DataError(f"cannot read {f}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
             yield from read_dataset(ds, args.text_field, f)
@@ -116,7 +126,8 @@ def load_hub(path, split, args):
     except Exception as e:
         msg = str(e).splitlines()[0][:200] if str(e) else ""
         raise DataError(f"cannot load {path} ({split}) from the HuggingFace hub ({type(e).__name__}: {msg}): "
-                        "pass --source PATH with local .txt/.json/.jsonl/.parquet files") from e
+                        "pass --sample for the real sample in this repo, or --source PATH with local "
+                        ".txt/.json/.jsonl/.parquet files") from e
 
 
 def documents(args, hub):
@@ -273,7 +284,10 @@ def write_dataset(out_dir, splits, vocab_size=50257, eot_token=50256, tokenizer=
 def parser(name, hub, val_fraction):
     p = argparse.ArgumentParser(description=f"Tokenize {name} with GPT-2 BPE into train.bin/val.bin + meta.json.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--source", help=f"local .txt/.json/.jsonl/.parquet file or folder (default: {hub['path']} from the hub)")
+    p.add_argument("--sample", action="store_true", help=f"the real {name} sample embedded in this repo "
+                   f"(data/{name}/sample/, see the README there) instead of the hub")
+    p.add_argument("--source", help=f"local .txt/.json/.jsonl/.parquet file or folder, optionally .xz "
+                   f"(default: {hub['path']} from the hub)")
     p.add_argument("--val_source", help="local validation file or folder (official split; default: seeded-hash split of --source)")
     p.add_argument("--out_dir", default=str(Path(__file__).resolve().parent / name), help="where the bins go")
     p.add_argument("--num_proc", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
@@ -298,6 +312,7 @@ def inputs(args, hub):
                 val_source=ident(args.val_source) if args.val_source else None,
                 split_rule="hash" if hashed else "official", val_fraction=args.val_fraction if hashed else None,
                 seed=args.seed if hashed else None, max_docs=args.max_docs, tokenizer=ENCODING,
+                tokenizer_sha256=RANKS_SHA256,
                 text_field=args.text_field, one_per_line=args.one_per_line)
 
 
@@ -351,6 +366,10 @@ def prepare(name, hub, argv=None, val_fraction=0.05):
         raise DataError(f"--val_fraction={args.val_fraction} must be in (0, 1)")
     if args.val_source and not args.source:
         raise DataError("--val_source needs --source too")
+    if args.sample:
+        if args.source:
+            raise DataError("--sample and --source exclude each other: give one of them")
+        args.source, args.val_source = hub["sample"]["source"], hub["sample"].get("val_source")
     inp = inputs(args, hub)
     fp = fingerprint(inp)
     out_dir = Path(args.out_dir)
@@ -377,7 +396,8 @@ def prepare(name, hub, argv=None, val_fraction=0.05):
     src = args.source or f"{hub['path']} (HuggingFace hub{', streamed' if args.streaming else ''})"
     rule = ("hash: document i (0-based, source order) goes to val iff blake2b('{seed}:{i}', 8 bytes, little-endian)"
             " / 2^64 < val_fraction" if inp["split_rule"] == "hash" else "official train/validation splits")
-    meta = dict(format=FORMAT, dataset=name, tokenizer=ENCODING, vocab_size=enc.n_vocab, eot_token=enc.eot_token,
+    meta = dict(format=FORMAT, dataset=name, tokenizer=ENCODING, tokenizer_sha256=RANKS_SHA256,
+                vocab_size=enc.n_vocab, eot_token=enc.eot_token, sample=args.sample,
                 dtype="uint16", splits=stats, source=os.path.abspath(src) if args.source else src,
                 val_source=os.path.abspath(args.val_source) if args.val_source else None, split_rule=rule,
                 val_fraction=inp["val_fraction"], seed=inp["seed"], max_docs=args.max_docs,
@@ -395,5 +415,5 @@ def main(name, hub, val_fraction=0.05):
     """Command-line entry: one-line error and exit status 1 on bad input."""
     try:
         prepare(name, hub, val_fraction=val_fraction)
-    except DataError as e:
+    except (DataError, TokenizerError) as e:
         sys.exit(f"error: {e}")

@@ -8,7 +8,7 @@
 #           V_0 tables' parameter count at the baseline's FLOPs)            -> $ROOT/variants/<arm>/seed<k>
 #   vocab:  baseline, yuriiformer at 300 steps with the 4,096 and the full 50,304 vocabulary, 2 seeds
 #                                                                            -> $ROOT/vocab/<vocab>/<arm>/seed<k>
-#   SOURCE=../shared/data/tinystories nohup bash studies/variants.sh > variants.log 2>&1 &
+#   nohup bash studies/variants.sh > variants.log 2>&1 &
 # SOURCE: local TinyStories text (default: the embedded sample). Then: python -m studies.analyze variants
 set -euo pipefail
 cd "$(dirname "$0")/.."

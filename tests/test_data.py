@@ -1,6 +1,7 @@
 """Data preparation: bins decode to the source documents, meta.json, splits, reruns, errors, crash safety."""
 
 import json
+import lzma
 import signal
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import pytest
 
 from data import prepare_common as pc
 from data.loader import DataError, open_split, read_meta
-from data.tokenizer import get_encoding
+from data.openwebtext import prepare as OWT_PREPARE
+from data.tinystories import prepare as TS_PREPARE
+from data.tokenizer import RANKS_SHA256, get_encoding
 
 ROOT = Path(__file__).resolve().parents[1]
 TS = dict(path="roneneldan/TinyStories", splits={"train": "train", "val": "validation"})
@@ -44,7 +47,8 @@ def write_txt(path, docs, one_per_line=False):
 
 def check_meta(out, docs_by_split):
     meta = read_meta(out)
-    assert (meta["tokenizer"], meta["vocab_size"], meta["eot_token"]) == ("r50k_base", 50257, 50256)
+    assert (meta["tokenizer"], meta["vocab_size"], meta["eot_token"]) == ("gpt2", 50257, 50256)
+    assert meta["tokenizer_sha256"] == RANKS_SHA256
     for s, docs in docs_by_split.items():
         st = meta["splits"][s]
         assert st["docs"] == len(docs) and st["tokens"] == len(open_split(out, s))
@@ -140,7 +144,7 @@ def test_hub_unreachable_is_one_line(tmp_path, monkeypatch):
     def offline(*a, **k):
         raise ConnectionError("Couldn't reach 'roneneldan/TinyStories' on the Hub\n(LocalEntryNotFoundError)")
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match="pass --source PATH") as e:
+    with pytest.raises(DataError, match="pass --sample .* or --source PATH") as e:
         prep(tmp_path / "out", name="tinystories", hub=TS)
     assert "\n" not in str(e.value) and not (tmp_path / "out" / "train.bin").exists()
 
@@ -267,32 +271,30 @@ def test_killed_mid_write_leaves_nothing_complete(tmp_path):
         prep(out, "--source", src)
 
 
-# ----------------------------------------------------------------------------- real text from ../shared/data
+# ----------------------------------------------------------------------------- the real samples in the repo
 
-def split_eot_file(path):
-    return [d.strip() for d in path.read_text(encoding="utf-8").split("\n<|endoftext|>\n") if d.strip()]
+def split_eot_text(text):
+    return [d.strip() for d in text.split("\n<|endoftext|>\n") if d.strip()]
 
 
-def test_real_tinystories(shared_data, tmp_path):
-    f = shared_data / "tinystories" / "TinyStories-train_V1_first2316stories.txt"
-    if not f.exists():
-        pytest.skip(f"{f} not found")
-    docs = split_eot_file(f)
-    assert len(docs) == 2316
-    meta = prep(tmp_path / "out", "--source", f, "--max_docs", 400, name="tinystories", hub=TS)
-    want = expected(docs[:400])
+def test_tinystories_sample(tmp_path):
+    """--sample: the embedded stories (official train/val files), decoded back exactly."""
+    sample = ROOT / "data" / "tinystories" / "sample"
+    docs = {s: split_eot_text(lzma.open(sample / f"{s}.txt.xz", "rt", encoding="utf-8").read()) for s in ("train", "val")}
+    assert (len(docs["train"]), len(docs["val"])) == (12573, 687) and not set(docs["train"]) & set(docs["val"])
+    meta = prep(tmp_path / "out", "--sample", "--max_docs", 300, name="tinystories", hub=TS_PREPARE.HUB)
+    want = {s: d[:300] for s, d in docs.items()}
     assert [decode_docs(tmp_path / "out", s) for s in pc.SPLITS] == [want["train"], want["val"]]
     check_meta(tmp_path / "out", want)
-    assert meta["splits"]["train"]["docs"] + meta["splits"]["val"]["docs"] == 400
+    assert meta["sample"] and meta["split_rule"] == "official train/validation splits"
 
 
-def test_real_openwebtext(shared_data, tmp_path):
-    f = shared_data / "webtext" / "openwebtext-10k_subset_1426docs.jsonl"
-    if not f.exists():
-        pytest.skip(f"{f} not found")
-    docs = [json.loads(line)["text"] for line in f.open(encoding="utf-8")][:150]
-    prep(tmp_path / "out", "--source", f, "--max_docs", 150, "--num_proc", 2)
-    want = expected(docs)
+def test_openwebtext_sample(tmp_path):
+    f = ROOT / "data" / "openwebtext" / "sample" / "openwebtext_600docs.jsonl.xz"
+    docs = [json.loads(line)["text"] for line in lzma.open(f, "rt", encoding="utf-8")]
+    assert len(docs) == 600
+    prep(tmp_path / "out", "--sample", "--max_docs", 150, "--num_proc", 2, hub=OWT_PREPARE.HUB)
+    want = expected(docs[:150])
     enc = get_encoding()
     for s in pc.SPLITS:  # exact: the bin is encode_ordinary(doc) + [eot] for each doc, in order
         ids = [t for d in want[s] for t in enc.encode_ordinary(d) + [enc.eot_token]]

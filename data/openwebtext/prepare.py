@@ -5,19 +5,23 @@ OpenWebText has no validation split: document i goes to val by a seeded hash of 
 
     python data/openwebtext/prepare.py                        # Skylion007/openwebtext from the hub
     python data/openwebtext/prepare.py --streaming            # stream it instead of downloading it first
-    python data/openwebtext/prepare.py --source ../shared/data/webtext/openwebtext-10k_subset_1426docs.jsonl
+    python data/openwebtext/prepare.py --sample               # the real 600-document sample in data/openwebtext/sample/
+    python data/openwebtext/prepare.py --source docs.jsonl    # local files
 
 Options: python data/openwebtext/prepare.py --help (shared code: data/prepare_common.py).
 """
 
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))  # the repo root
 
 from data.prepare_common import main  # noqa: E402
 
-HUB = dict(path="Skylion007/openwebtext", splits=None, streaming=True)
+SAMPLE = Path(__file__).resolve().parent / "sample"  # the real sample in the repo (README there)
+HUB = dict(path="Skylion007/openwebtext", splits=None, streaming=True,
+           sample=dict(source=str(SAMPLE / "openwebtext_600docs.jsonl.xz")))
 
 if __name__ == "__main__":
     main("openwebtext", HUB, val_fraction=0.05)
