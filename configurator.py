@@ -10,6 +10,7 @@ and wrong types are errors that name the key.
 """
 
 import ast
+import math
 import operator
 import typing
 from dataclasses import fields
@@ -99,7 +100,11 @@ def check_type(key, value, tp):
         if value is None:
             return None
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
         return float(value)
+    elif tp is float and isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        raise ConfigError(f"{key}={value}: expected a finite number")
     elif tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     elif origin in (list, tuple) and isinstance(value, (list, tuple)):

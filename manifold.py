@@ -22,7 +22,6 @@ G is scaled to unit RMS entries first (msign ignores the scale; alpha then means
 import math
 
 import torch
-from torch.nn import functional as F
 
 GEOMETRIES = ("none", "stiefel", "dgram", "oblique")
 EPS = 1e-7
@@ -91,19 +90,6 @@ def retract(w, geometry):
 def tall(w):
     """w as a tall matrix (a view): transposed when it has more columns than rows."""
     return w.T if w.size(0) < w.size(1) else w
-
-
-def violation(w, geometry):
-    """How far w is off its manifold (none: the Stiefel violation, for reference):
-    stiefel |W^T W - I|_F / sqrt(n); dgram |offdiag(C)|_F / sqrt(n), C the column cosines; oblique max_j | |w_j| - 1 |."""
-    w = tall(w.detach().float())
-    n = w.size(1)
-    if geometry == "oblique":
-        return (w.norm(dim=0) - 1).abs().max().item()
-    if geometry == "dgram":
-        u = w / w.norm(dim=0).clamp(min=EPS)
-        return project(u.T @ u, "dgram").norm().item() / math.sqrt(n)
-    return (w.T @ w - torch.eye(n, device=w.device)).norm().item() / math.sqrt(n)
 
 
 def adjusted_lr(lr, shape):
@@ -186,57 +172,3 @@ def geometry_groups(named, attn="none", mlp="none", **group):
         g["params"].append(p)
         g["names"].append(name)
     return [{**g, **group, "geometry": geo} for geo, g in out.items()]
-
-
-def short(name):
-    """'transformer.h.3.attn.c_attn.weight' -> 'h.3.attn.c_attn'."""
-    return name.removeprefix("transformer.").removesuffix(".weight")
-
-
-@torch.no_grad()
-def attention_logit_max(model, x, ctx):
-    """Per layer the largest attention logit max q.k / sqrt(hs) over heads and causal pairs (nGPT: s_qk-scaled
-    cosines times sqrt(hs)), on a few sequences of x; captured by forward hooks on attn.c_attn."""
-    outs, blocks = {}, list(model.transformer.h)
-    hooks = [b.attn.c_attn.register_forward_hook(lambda m, i, o, l=l: outs.__setitem__(l, o))
-             for l, b in enumerate(blocks)]
-    training = model.training
-    try:
-        model.eval()
-        with ctx:
-            model(x[:4])
-    finally:
-        model.train(training)
-        for h in hooks:
-            h.remove()
-    result = {}
-    for l, out in sorted(outs.items()):
-        attn = blocks[l].attn
-        B, T, C3 = out.shape
-        nh, hs = attn.n_head, C3 // 3 // attn.n_head
-        q, k = (t.float().view(B, T, nh, hs).transpose(1, 2) for t in out.split(C3 // 3, dim=2)[:2])  # (B, nh, T, hs)
-        scale = hs**-0.5
-        if getattr(attn, "s_qk", None) is not None:  # nGPT: unit q, k times a learned scale, softmax scale sqrt(hs)
-            s_qk = attn.s_qk().float().view(-1, 1, hs)  # (nh or 1, 1, hs)
-            q, k, scale = F.normalize(q, dim=-1) * s_qk, F.normalize(k, dim=-1) * s_qk, hs**0.5
-        logits = (q @ k.transpose(-2, -1)) * scale  # (B, nh, T, T)
-        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        result[str(l)] = logits.masked_fill(~causal, -math.inf).max().item()
-    return result
-
-
-@torch.no_grad()
-def spectral_record(model, x, ctx, attn="none", mlp="none", optimizers=()):
-    """Per hidden matrix sigma_max, sigma_min, the violation of its geometry; per layer the largest attention
-    logit on batch x; the dual ascent's iterations (mean) and tangent rms(H) (max) of the last step."""
-    rec = {"sigma_max": {}, "sigma_min": {}, "violation": {}}
-    for name, p in model.param_groups()["matrix"]:
-        s = torch.linalg.svdvals(p.detach().float())
-        rec["sigma_max"][short(name)], rec["sigma_min"][short(name)] = s[0].item(), s[-1].item()
-        rec["violation"][short(name)] = violation(p, module_geometry(name, attn, mlp))
-    rec["attn_logit_max"] = attention_logit_max(model, x, ctx)
-    dual = [st for o in optimizers if isinstance(o, ManifoldMuon) for st in o.state.values() if "dual_iters" in st]
-    if dual:
-        rec["dual_iters"] = sum(st["dual_iters"] for st in dual) / len(dual)
-        rec["tangent_rms"] = max(st["tangent_rms"] for st in dual)
-    return rec

@@ -5,7 +5,7 @@ Each layer is one step of an optimization method on the token states X (the resi
 The oracles are nanoGPT's modules: A(Z) = attn(ln_1(Z)) and M(Z) = mlp(ln_2(Z)). The template
 (gd, polyak, nesterov) says how a step uses an oracle; the splitting (lie_trotter, euler, imex)
 says how one layer combines the two oracles. The whole rule lives in the layer loop of
-GPT.forward; the math is fixed by ../shared/spec/update-rules.md and summarised in README.md.
+GPT.forward; the math is fixed by docs/update-rules.md and summarised in README.md.
 The normalized family (nGPT, nuGPT: arch="ngpt"/"nugpt") is gradient descent on the unit sphere.
 """
 
@@ -70,48 +70,59 @@ class GPTConfig:
     ref_depth: int = 0  # nuGPT: reference depth (m_L = n_layer / ref_depth)
 
     def __post_init__(self):
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid: choose one of {', '.join(allowed)}")
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "imex_iters"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
-        for name in ("bias", "lnv", "embed_extra"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self):
+        """What is wrong with this config, one message per problem (each names its field)."""
+        out = [f"{name}={getattr(self, name)!r} is not valid: choose one of {', '.join(allowed)}"
+               for name, allowed in CHOICES.items() if getattr(self, name) not in allowed]
+        out += [f"{name}={getattr(self, name)!r} must be a positive integer"
+                for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "imex_iters")
+                if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
+        out += [f"{name}={getattr(self, name)!r} must be True or False"
+                for name in ("bias", "lnv", "embed_extra") if not isinstance(getattr(self, name), bool)]
+        if out:  # the rules below assume valid names, numbers and flags
+            return out
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            out.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+            out.append(f"dropout={self.dropout} must be in [0, 1)")
         if self.split != "imex" and self.imex_iters != 1:
-            raise ValueError(f"imex_iters={self.imex_iters} only applies to split='imex' (got split={self.split!r})")
-        for name in ("mu_init", "beta_init"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name}={getattr(self, name)} must be in (0, 1) (it is a sigmoid)")
+            out.append(f"imex_iters={self.imex_iters} only applies to split='imex' (got split={self.split!r})")
+        out += [f"{name}={getattr(self, name)} must be in (0, 1) (it is a sigmoid)"
+                for name in ("mu_init", "beta_init") if not 0.0 < getattr(self, name) < 1.0]
         if not self.gamma_init > 0.0:
-            raise ValueError(f"gamma_init={self.gamma_init} must be > 0 (it is a softplus)")
+            out.append(f"gamma_init={self.gamma_init} must be > 0 (it is a softplus)")
         defaults = {f.name: f.default for f in fields(self)}
         if self.update == "gd":
-            for name, bad in (("lnv", True), ("v0", "embed")):
-                if getattr(self, name) == bad:
-                    raise ValueError(f"{name}={bad!r} needs a velocity, which update='gd' has not: "
-                                     f"use update='polyak' or 'nesterov', or {name}={defaults[name]!r}")
-            for name in ("mu_init", "beta_init", "gamma_init"):
-                if getattr(self, name) != defaults[name]:
-                    raise ValueError(f"{name} has no effect with update='gd' (no coefficients): remove it")
+            out += [f"{name}={bad!r} needs a velocity, which update='gd' has not: use update='polyak' or 'nesterov', "
+                    f"or {name}={defaults[name]!r}" for name, bad in (("lnv", True), ("v0", "embed"))
+                    if getattr(self, name) == bad]
+            out += [f"{name} has no effect with update='gd' (no coefficients): remove it"
+                    for name in ("mu_init", "beta_init", "gamma_init") if getattr(self, name) != defaults[name]]
         if self.update == "polyak" and self.mu_init != defaults["mu_init"]:
-            raise ValueError("mu_init has no effect with update='polyak' (no look-ahead): use update='nesterov'")
-        if self.arch != "gpt":
-            if self.update != "gd" or self.split != "lie_trotter" or self.bias:
-                raise ValueError(f"arch={self.arch!r} supports update='gd', split='lie_trotter', bias=False only")
+            out.append("mu_init has no effect with update='polyak' (no look-ahead): use update='nesterov'")
+        if self.arch != "gpt" and (self.update != "gd" or self.split != "lie_trotter" or self.bias):
+            out.append(f"arch={self.arch!r} supports update='gd', split='lie_trotter', bias=False only")
         if self.embed_extra and self.arch != "gpt":
-            raise ValueError(f"embed_extra=True needs arch='gpt' (got arch={self.arch!r})")
+            out.append(f"embed_extra=True needs arch='gpt' (got arch={self.arch!r})")
         if (self.arch == "nugpt") != (self.ref_width > 0 and self.ref_depth > 0):
-            raise ValueError("ref_width and ref_depth (both > 0) are used exactly when arch='nugpt'")
+            out.append("ref_width and ref_depth (both > 0) are used exactly when arch='nugpt'")
+        return out
 
     @property
     def velocity(self):
         return self.update != "gd"
+
+
+def layer_ids(n_layer, level=0, offset=0):
+    """Layers of multilevel level j: every 2^j-th one starting at offset (level 0: all)."""
+    s = 2**level
+    if level < 0 or n_layer % s or not 0 <= offset < s:
+        raise ValueError(f"level {level} (offset {offset}) needs n_layer={n_layer} divisible by {s} and 0 <= offset < {s}")
+    return range(offset, n_layer, s)
 
 
 def logit(p):
@@ -175,7 +186,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
         self.s_qk = Scale(config.n_embd, 1.0, config.n_embd**-0.5) if config.arch != "gpt" else None  # per head and dim
 
-    def forward(self, x, cache=None):
+    def qkv(self, x):
+        """Queries, keys, values (B, nh, T, hs) of x (B, T, C) and the softmax scale of q.k (None: 1/sqrt(hs))."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
@@ -184,6 +196,11 @@ class CausalSelfAttention(nn.Module):
             s_qk = self.s_qk().view(self.n_head, 1, C // self.n_head)  # (nh, 1, hs)
             q, k = unit(q) * s_qk, unit(k) * s_qk
             scale = math.sqrt(C // self.n_head)
+        return q, k, v, scale
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v, scale = self.qkv(x)
         mask = None
         if cache is not None:  # attend to the whole cache, masked: fixed shapes
             k, v, mask = cache.update(k, v)  # (B, nh, L, hs), (T, L) or None
@@ -353,11 +370,7 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def layer_ids(self, level=0, offset=0):
-        """Layers of multilevel level j: every 2^j-th one starting at offset (level 0: all)."""
-        s, L = 2**level, self.config.n_layer
-        if level < 0 or L % s or not 0 <= offset < s:
-            raise ValueError(f"level {level} (offset {offset}) needs n_layer={L} divisible by {s} and 0 <= offset < {s}")
-        return range(offset, L, s)
+        return layer_ids(self.config.n_layer, level, offset)
 
     def forward(self, idx, targets=None, level=0, offset=0, cache=None):
         c, tr = self.config, self.transformer

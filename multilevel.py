@@ -14,7 +14,7 @@ pure function of the iteration number, so resuming in the middle of a cycle cont
 - multilevel_until = U > 0: iterations U, U+1, ... train the fine model only (0: no limit).
 """
 
-from configurator import ConfigError
+from model import layer_ids
 
 MODES = ("cycle", "cascade")
 
@@ -23,23 +23,28 @@ def enabled(cfg):
     return cfg.multilevel_levels > 1
 
 
-def check(cfg, n_layer=None):
-    """One-line ConfigError naming the key if the schedule is invalid (and, given n_layer, if the depth is)."""
+def problems(cfg, n_layer=None):
+    """What is wrong with the schedule (and, given n_layer, with the depth for it): one message per problem."""
     m, n = cfg.multilevel_levels, list(cfg.multilevel_cycle)
+    out = []
     if m < 1:
-        raise ConfigError(f"multilevel_levels={m} must be >= 1 (1 turns multilevel training off)")
+        out.append(f"multilevel_levels={m} must be >= 1 (1 turns multilevel training off)")
     if cfg.multilevel_mode not in MODES:
-        raise ConfigError(f"multilevel_mode={cfg.multilevel_mode!r}: choose one of {', '.join(MODES)}")
+        out.append(f"multilevel_mode={cfg.multilevel_mode!r}: choose one of {', '.join(MODES)}")
     if cfg.multilevel_until < 0:
-        raise ConfigError(f"multilevel_until={cfg.multilevel_until} must be >= 0 (0: no limit)")
-    if m == 1:
-        return
+        out.append(f"multilevel_until={cfg.multilevel_until} must be >= 0 (0: no limit)")
+    if m <= 1:
+        return out
     if len(n) != m or any(k < 1 for k in n):
-        raise ConfigError(f"multilevel_cycle={n} must list {m} positive step counts [fine, ..., coarsest] "
-                          f"for multilevel_levels={m}")
-    if n_layer is not None and n_layer % 2 ** (m - 1):
-        raise ConfigError(f"multilevel_levels={m} needs n_layer divisible by {2 ** (m - 1)}, got n_layer={n_layer}: "
-                          f"use fewer levels or another depth")
+        out.append(f"multilevel_cycle={n} must list {m} positive step counts [fine, ..., coarsest] "
+                   f"for multilevel_levels={m}")
+    if n_layer is not None:
+        try:
+            layer_ids(n_layer, m - 1)
+        except ValueError:
+            out.append(f"multilevel_levels={m} needs n_layer divisible by {2 ** (m - 1)}, got n_layer={n_layer}: "
+                       "use fewer levels or another depth")
+    return out
 
 
 def level_at(it, cfg):

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+import checkpoint
 import utils
 from configurator import ConfigError, build, parse_args
 from model import GPT
@@ -89,11 +90,13 @@ def checkpoint_path(cfg):
 
 def load_model(path):
     """GPT from a checkpoint of this repo or nanoGPT (config taken from its model_args)."""
+    path = Path(path)
+    other = {"best.pt": "--ckpt=latest (ckpt.pt)", "ckpt.pt": "--ckpt=best (best.pt)"}.get(path.name)
+    fix = f"sample from {other} or train anew" if other else "check --ckpt_path"
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, truncated, or holds objects a checkpoint never holds
-        raise SampleError(f"{path}: unknown checkpoint format: torch.load cannot read it "
-                          f"({type(e).__name__}: {first_line(e)})") from None
+        ckpt = checkpoint.load(path, fix)
+    except checkpoint.CheckpointError as e:
+        raise SampleError(str(e)) from None
     try:
         return GPT.from_checkpoint(ckpt)
     except (ValueError, TypeError, AttributeError, RuntimeError) as e:  # not model_args + model, or weights unfit

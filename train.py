@@ -1,12 +1,13 @@
 """
 Train a GPT variant on one CPU/GPU or with DDP:
 
-    python train.py config/tinystories_cpu.py --max_iters=200
+    python train.py config/tinystories_nesterov_cpu.py --max_iters=200
     torchrun --standalone --nproc_per_node=8 train.py config/tinystories_nesterov.py
     torchrun --nnodes=2 --node_rank=0 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 --nproc_per_node=8 train.py ...
 
 Config files are plain `key = value` lines (see configurator.py); model keys go to model.GPTConfig.
 Resume with the same command plus --init_from=resume. SIGTERM/SIGINT: finish the step, save, exit 0.
+The run directory gets config.json, metrics.jsonl (runlog.py) and ckpt.pt / best.pt (checkpoint.py).
 """
 
 import json
@@ -22,15 +23,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import checkpoint
 import multilevel
 import utils
 from configurator import ConfigError, build, known_keys, parse_args
 from data.loader import BinLoader, DataError
+from manifold import GEOMETRIES
 from model import GPT, PRESETS, GPTConfig
-from manifold import GEOMETRIES, spectral_record
 from optim import OPTIMIZERS, build_optimizers, init_manifolds, muon_dtype, set_lr
-
-CKPT_FORMAT = "yuriiformer-ckpt-v1"
+from runlog import RunLog, spectral_record
 
 
 @dataclass
@@ -82,7 +83,7 @@ class TrainConfig:
     # system
     backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bfloat16 where supported) | bfloat16 | float16 | float32
+    dtype: str = "auto"  # auto (bfloat16 where native, else float16 on CUDA, float32 on CPU) | bfloat16 | ...
     compile: bool = False
     seed: int = 1337
     # multilevel training (multilevel.py): coarse levels use every 2^j-th layer with 2^j times longer steps
@@ -92,34 +93,33 @@ class TrainConfig:
     multilevel_until: int = 0  # iterations >= this train the fine model only (0: no limit)
     multilevel_reset_momentum: bool = False  # zero first moments (AdamW exp_avg, Muon buffer) at a level switch
 
+
     def __post_init__(self):
-        positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps", "batch_size",
-                    "mm_iters")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "ref_steps", "spectral_interval"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "muon_lr", "scalar_lr_mult", "nu_c_out",
-                     "mm_alpha", "mm_tol"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        choices = {"data_order": ("epoch", "random"), "optimizer": OPTIMIZERS,
-                   "geometry_attn": GEOMETRIES, "geometry_mlp": GEOMETRIES,
-                   "backend": ("auto", "nccl", "gloo"), "dtype": ("auto", *utils.DTYPES),
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self):
+        """What is wrong with the trainer's own keys, one message per problem."""
+        out = [f"{n}={getattr(self, n)} must be >= 1" for n in ("eval_interval", "log_interval", "eval_iters",
+               "gradient_accumulation_steps", "batch_size", "mm_iters") if getattr(self, n) < 1]
+        out += [f"{n}={getattr(self, n)} must be >= 0" for n in ("max_iters", "warmup_iters", "lr_decay_iters",
+                "ref_steps", "spectral_interval", "learning_rate", "min_lr", "weight_decay", "grad_clip", "muon_lr",
+                "muon_momentum", "muon_weight_decay", "beta1", "beta2", "scalar_lr_mult", "nu_c_out", "mm_alpha",
+                "mm_tol") if getattr(self, n) < 0]
+        choices = {"data_order": ("epoch", "random"), "optimizer": OPTIMIZERS, "geometry_attn": GEOMETRIES,
+                   "geometry_mlp": GEOMETRIES, "backend": ("auto", "nccl", "gloo"), "dtype": ("auto", *utils.DTYPES),
                    "muon_dtype": ("auto", "bfloat16", "float32")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        out += [f"{n}={getattr(self, n)!r}: choose one of {', '.join(allowed)}"
+                for n, allowed in choices.items() if getattr(self, n) not in allowed]
         if self.variant and self.variant not in PRESETS:
-            raise ValueError(f"variant={self.variant!r}: choose one of {', '.join(PRESETS)}")
+            out.append(f"variant={self.variant!r}: choose one of {', '.join(PRESETS)}")
         if self.min_lr > self.learning_rate:
-            raise ValueError(f"min_lr={self.min_lr} must not exceed learning_rate={self.learning_rate}")
+            out.append(f"min_lr={self.min_lr} must not exceed learning_rate={self.learning_rate}")
         if self.optimizer != "manifold_muon" and {self.geometry_attn, self.geometry_mlp} != {"none"}:
-            raise ValueError(f"geometry_attn={self.geometry_attn!r}, geometry_mlp={self.geometry_mlp!r} need "
-                             "optimizer='manifold_muon'")
-        multilevel.check(self)
+            out.append(f"geometry_attn={self.geometry_attn!r}, geometry_mlp={self.geometry_mlp!r} need "
+                       "optimizer='manifold_muon'")
+        return out + multilevel.problems(self)
 
 
 def load_config(argv):
@@ -133,22 +133,41 @@ def load_config(argv):
 
 
 def resolve(raw, base=None):
-    """Dataclasses from raw keys on top of a base dict (a checkpoint's config); a variant preset sits under
-    the explicit model keys."""
-    base = base or {}
-    cfg = build(TrainConfig, {**base, **raw}, strict=False)
+    """(TrainConfig, GPTConfig) from raw keys on top of a base dict (a checkpoint's config), a variant preset under
+    the explicit model keys; the one place a config is checked: every problem of both, and of the two together,
+    in one ConfigError line."""
+    base, problems, cfg, mcfg = base or {}, [], None, None
+    try:
+        cfg = build(TrainConfig, {**base, **raw}, strict=False)
+    except ConfigError as e:
+        problems.append(str(e))
     model_keys = {f.name for f in fields(GPTConfig)}
     merged = {**base, **PRESETS.get(raw.get("variant"), {}), **raw}
-    mcfg = build(GPTConfig, {k: v for k, v in merged.items() if k in model_keys}, strict=False)
-    if mcfg.arch != "gpt":  # nGPT needs no weight decay and no warmup: 0 unless given explicitly
-        given = {**base, **raw}
-        cfg = replace(cfg, **{k: v for k, v in dict(weight_decay=0.0, warmup_iters=0).items() if k not in given})
-    if mcfg.arch == "nugpt" and not cfg.ref_steps:
-        raise ConfigError("arch='nugpt' needs ref_steps > 0, the reference horizon (m_T = max_iters / ref_steps)")
-    if mcfg.arch != "nugpt" and (cfg.ref_steps or cfg.nu_c_out != 1.0):
-        raise ConfigError(f"ref_steps and nu_c_out only apply to arch='nugpt' (got arch={mcfg.arch!r}): remove them")
-    multilevel.check(cfg, mcfg.n_layer)
+    try:
+        mcfg = build(GPTConfig, {k: v for k, v in merged.items() if k in model_keys}, strict=False)
+    except ConfigError as e:
+        problems.append(str(e))
+    if cfg and mcfg:
+        if mcfg.arch != "gpt":  # nGPT needs no weight decay and no warmup: 0 unless given explicitly
+            given = {**base, **raw}
+            cfg = replace(cfg, **{k: v for k, v in dict(weight_decay=0.0, warmup_iters=0).items() if k not in given})
+        problems += joint_problems(cfg, mcfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return cfg, mcfg
+
+
+def joint_problems(cfg, mcfg):
+    """Rules that involve both the trainer and the model config."""
+    out = []
+    if mcfg.arch == "nugpt" and not cfg.ref_steps:
+        out.append("arch='nugpt' needs ref_steps > 0, the reference horizon (m_T = max_iters / ref_steps)")
+    if mcfg.arch != "nugpt" and (cfg.ref_steps or cfg.nu_c_out != 1.0):
+        out.append(f"ref_steps and nu_c_out only apply to arch='nugpt' (got arch={mcfg.arch!r}): remove them")
+    if mcfg.arch != "gpt" and {cfg.geometry_attn, cfg.geometry_mlp} != {"none"}:
+        out.append(f"arch={mcfg.arch!r} keeps its matrices on spheres itself: use geometry_attn=none and "
+                   "geometry_mlp=none with it")
+    return out + [p for p in multilevel.problems(cfg, mcfg.n_layer) if "n_layer" in p]
 
 
 def lr_factor(it, cfg):
@@ -212,17 +231,19 @@ def init_model(cfg, mcfg, raw):
     Resuming takes the run's saved config, with the given keys on top; model keys must not change."""
     if cfg.init_from == "scratch":
         return GPT(mcfg), None, cfg, mcfg
-    path = Path(cfg.out_dir) / "ckpt.pt" if cfg.init_from == "resume" else Path(cfg.init_from)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from={cfg.init_from!r}: no checkpoint at {path} (train from scratch first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if cfg.init_from == "resume":
-        if ckpt.get("format") != CKPT_FORMAT:
+    resume = cfg.init_from == "resume"
+    path = Path(cfg.out_dir) / checkpoint.LATEST if resume else Path(cfg.init_from)
+    best = Path(cfg.out_dir) / checkpoint.BEST
+    fix = (f"resume from the best checkpoint instead (cp {best} {path}), or train anew with --init_from=scratch"
+           if resume and best.is_file() else "train anew with --init_from=scratch" if resume else "check --init_from")
+    ckpt = checkpoint.load(path, fix)
+    if resume:
+        if ckpt.get("format") != checkpoint.FORMAT:
             raise ValueError(f"{path} is not a checkpoint of train.py: start from it with --init_from={path}")
         system = {"device": cfg.device, "backend": cfg.backend}  # where to run is not part of the run
         cfg, mcfg = resolve(raw, {**ckpt["config"], **ckpt["model_args"], **system})
     saved = asdict(GPTConfig(**ckpt.get("model_args", {})))
-    asked = set(saved) if cfg.init_from == "resume" else set(raw) | set(PRESETS.get(raw.get("variant"), {}))
+    asked = set(saved) if resume else set(raw) | set(PRESETS.get(raw.get("variant"), {}))
     differ = sorted(k for k in asked & set(saved) if k != "dropout" and saved[k] != getattr(mcfg, k))
     if differ:
         details = ", ".join(f"{k}: checkpoint {saved[k]!r} vs config {getattr(mcfg, k)!r}" for k in differ)
@@ -274,209 +295,243 @@ def evaluate(model, loaders, iters, ctx, dist_):
     return out
 
 
-def header(cfg, mcfg, model, d, tokens_per_iter):
-    return {"kind": "header", "config": asdict(cfg), "model_args": asdict(mcfg), "num_params": model.num_params(),
-            "num_params_no_pos_v0": model.num_params(positions=False, v0_tables=False),
-            "flops_per_token": model.flops_per_token(), "tokens_per_iter": tokens_per_iter,
-            "git_commit": utils.git_commit(), "versions": utils.versions(), "device": utils.device_name(d.device),
-            "world_size": d.world, "argv": sys.argv}
+class Trainer:
+    """One training run: __init__ sets it up (model, data, optimizers, the resumed state, the run log), step() is one
+    optimizer step, checkpoint() saves, run() is the loop."""
 
+    def __init__(self, cfg, mcfg, raw=None):
+        self.d = d = Dist(cfg)
+        utils.setup_runtime(d.device, seed=cfg.seed)  # same seed on every rank: identical initial weights
+        model, ckpt, cfg, mcfg = init_model(cfg, mcfg, raw or {})
+        dtype = utils.resolve_dtype(cfg.dtype, d.device)
+        self.cfg = cfg = replace(cfg, dtype=dtype, muon_dtype=muon_dtype(cfg.muon_dtype, d.device))  # saved resolved
+        self.mcfg, self.out_dir = mcfg, Path(cfg.out_dir)
+        if cfg.gradient_accumulation_steps % d.world:
+            raise ValueError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by "
+                             f"the number of processes ({d.world})")
+        self.accum = cfg.gradient_accumulation_steps // d.world
+        self.raw_model = model.to(d.device)
+        self.ctx = utils.autocast(d.device, dtype)
+        self.data_dir = cfg.data_dir or str(Path(__file__).parent / "data" / cfg.dataset)
+        self.T, B = mcfg.block_size, cfg.batch_size
+        loader_args = dict(rank=d.rank, world_size=d.world, device=d.device, vocab_size=mcfg.vocab_size)
+        self.train_loader = BinLoader(self.data_dir, "train", B, self.T, order=cfg.data_order, seed=cfg.seed,
+                                      **loader_args)
+        self.eval_loaders = {s: BinLoader(self.data_dir, s, B, self.T, order="epoch", seed=cfg.seed + 1,
+                                          **loader_args) for s in ("train", "val")}
+        self.optimizers = build_optimizers(model, cfg, d.device_type)
+        self.scaler = torch.amp.GradScaler(d.device_type, enabled=dtype == "float16")
+        self.it, self.best_val, self.last_val, self.flops, self.elapsed0 = 0, float("inf"), None, 0, 0.0
+        self.resumed_at = None  # the iteration of the checkpoint resumed from, evaluated there already or not
+        if cfg.init_from == "resume":
+            self.load_state(ckpt)
+        elif ckpt is None:
+            torch.manual_seed(cfg.seed + d.rank)  # dropout differs across ranks
+        if cfg.init_from != "resume":
+            init_manifolds(self.optimizers)  # manifold_muon: fresh weights onto their manifolds
+        self.model = model
+        if cfg.compile:
+            self.model = torch.compile(model)  # one graph per multilevel (level, offset)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                                       multilevel.recompile_limit(cfg.multilevel_levels))
+        if d.ddp:
+            self.model = DDP(self.model, device_ids=[d.local_rank] if d.device_type == "cuda" else None,
+                             find_unused_parameters=multilevel.enabled(cfg))  # coarse levels skip layers
+        self.tokens_per_iter = cfg.gradient_accumulation_steps * B * self.T
+        self.peak = utils.peak_flops(d.device, d.world)
+        self.start = time.time()
+        self.log = self.open_log() if d.master else None
 
-class Metrics:
-    """metrics.jsonl (one JSON object per line) and optional wandb, written by the master rank."""
+    def load_state(self, ckpt):
+        """Optimizer, scaler, counters, data position and RNG of a train.py checkpoint (resume)."""
+        for opt, state in zip(self.optimizers, ckpt["optimizer"]):
+            opt.load_state_dict(state)
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.it, self.best_val, self.last_val = ckpt["iter_num"], ckpt["best_val_loss"], ckpt.get("last_val_loss")
+        self.flops, self.elapsed0 = ckpt.get("flops", 0), ckpt.get("elapsed", 0.0)
+        self.resumed_at = (ckpt["iter_num"], ckpt["evaluated"])
+        rank_state = ckpt["rank_states"][self.d.rank % len(ckpt["rank_states"])]
+        self.train_loader.load_state_dict(rank_state["loader"])
+        torch.set_rng_state(rank_state["rng"]["torch"])
+        if "cuda" in rank_state["rng"] and self.d.device_type == "cuda":
+            torch.cuda.set_rng_state(rank_state["rng"]["cuda"])
 
-    def __init__(self, path, cfg, keep_until=None):
-        self.path, self.wandb = path, None
-        if keep_until is not None and path.exists():  # resume: drop lines written after the checkpoint
-            lines = [r for r in utils.read_jsonl(path) if r.get("iter", 0) <= keep_until and r["kind"] != "final"]
-            utils.atomic_write_text("".join(json.dumps(r) + "\n" for r in lines), path)
-        self.file = open(path, "a" if keep_until is not None else "w")
-        if cfg.wandb_log:
-            try:
-                import wandb  # optional dependency, imported only when asked for
-            except ImportError:
-                raise ConfigError("wandb_log=True needs wandb: pip install wandb (or set wandb_log=False)") from None
-            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg),
-                                    resume="allow")
+    def open_log(self):
+        """The run directory (stale temporaries removed, config.json) and its run log, with the header record."""
+        cfg, mcfg, model = self.cfg, self.mcfg, self.raw_model
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.clean_stale(self.out_dir)
+        resolved = {**asdict(cfg), **asdict(mcfg)}
+        utils.atomic_write_text(json.dumps(resolved, indent=2) + "\n", self.out_dir / "config.json")
+        wandb = dict(project=cfg.wandb_project, name=cfg.wandb_run_name, config=resolved) if cfg.wandb_log else None
+        log = RunLog(self.out_dir, resume_at=self.it if self.resumed_at else None, wandb=wandb)
+        head = dict(config=asdict(cfg), model_args=asdict(mcfg), num_params=model.num_params(),
+                    num_params_no_pos_v0=model.num_params(positions=False, v0_tables=False),
+                    flops_per_token=model.flops_per_token(), tokens_per_iter=self.tokens_per_iter,
+                    git_commit=utils.git_commit(), versions=utils.versions(), device=utils.device_name(self.d.device),
+                    world_size=self.d.world, argv=sys.argv)
+        log.log("header", **self.stamp(), **head)
+        print(f"git {head['git_commit']} | {json.dumps(head['versions'])} | {head['device']} x{self.d.world} | "
+              f"{cfg.dtype}")
+        print(json.dumps(resolved))
+        print(f"{head['num_params'] / 1e6:.2f}M parameters | {self.tokens_per_iter:,} tokens/iter | "
+              f"{model.flops_per_token(self.T) / 1e6:.1f} MFLOPs/token | data {self.data_dir} ({cfg.data_order})")
+        return log
 
-    def log(self, record):
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.wandb is not None and record["kind"] != "header":
-            self.wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record["iter"])
+    def stamp(self):
+        """The fields every record starts with."""
+        return dict(iter=self.it, tokens=self.it * self.tokens_per_iter, flops=self.flops, time=self.elapsed())
+
+    def elapsed(self):
+        """Seconds of training, across resumes."""
+        return time.time() - self.start + self.elapsed0
+
+    def checkpoint(self, names):
+        """Save the full state as out_dir/names[0] (and links to it under the other names); every rank takes part."""
+        states = self.d.gather({"loader": self.train_loader.state_dict(), "rng": rng_state(self.d.device_type)})
+        if self.d.master:
+            checkpoint.save({"format": checkpoint.FORMAT, "model_args": asdict(self.mcfg),
+                             "model": self.raw_model.state_dict(), "optimizer": [o.state_dict() for o in self.optimizers],
+                             "scaler": self.scaler.state_dict(), "iter_num": self.it, "best_val_loss": self.best_val,
+                             "evaluated": self.evaluated == self.it, "last_val_loss": self.last_val,
+                             "flops": self.flops, "elapsed": self.elapsed(), "config": asdict(self.cfg),
+                             "rank_states": states}, self.out_dir, names)
+
+    def eval_and_save(self):
+        """Evaluate (and save ckpt.pt, and best.pt when the validation loss improved)."""
+        cfg, t0 = self.cfg, time.time()
+        losses = evaluate(self.model, self.eval_loaders, cfg.eval_iters, self.ctx, self.d)
+        if not math.isfinite(losses["val"]):
+            raise FloatingPointError(f"val loss is {losses['val']} at iter {self.it}: stopping without saving; "
+                                     f"the last good checkpoint in {self.out_dir} is kept")
+        self.last_val, self.evaluated = losses["val"], self.it
+        improved = losses["val"] < self.best_val
+        self.best_val = min(self.best_val, losses["val"])
+        seconds = time.time() - t0
+        if self.d.master:
+            print(f"step {self.it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} (eval {seconds:.1f} s)")
+            self.log.log("eval", **self.stamp(), train_loss=losses["train"], val_loss=losses["val"],
+                         lr=cfg.learning_rate * lr_factor(self.it, cfg), eval_seconds=seconds,
+                         coef=self.raw_model.coefficients())
+        if not cfg.eval_only and self.it > 0:
+            if improved:
+                self.checkpoint((checkpoint.LATEST, checkpoint.BEST))
+            elif cfg.always_save_checkpoint or self.it >= cfg.max_iters:
+                self.checkpoint((checkpoint.LATEST,))
+
+    def spectral(self):
+        self.eval_loaders["val"].reset()
+        rec = spectral_record(self.raw_model, self.eval_loaders["val"].next_batch()[0], self.ctx,
+                              self.cfg.geometry_attn, self.cfg.geometry_mlp, self.optimizers)
+        self.log.log("spectral", **self.stamp(), **rec)
+
+    def step(self):
+        """One optimizer step (gradient accumulation, clipping, the multilevel level); the summed loss is kept."""
+        cfg, model = self.cfg, self.model
+        set_lr(self.optimizers, lr_factor(self.it, cfg))
+        level, offset = multilevel.level_at(self.it, cfg)
+        if cfg.multilevel_reset_momentum and multilevel.switched(self.it, cfg):
+            multilevel.reset_momentum(self.optimizers)
+        for micro in range(self.accum):
+            if self.d.ddp:
+                model.require_backward_grad_sync = micro == self.accum - 1  # all-reduce on the last micro-step only
+            x, y = self.train_loader.next_batch()
+            with self.ctx:
+                _, loss = model(x, y, level=level, offset=offset)
+            self.loss_sum += loss.detach()
+            self.scaler.scale(loss / self.accum).backward()
+        if cfg.grad_clip:
+            for opt in self.optimizers:
+                self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
+        for opt in self.optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.raw_model.normalize_weights()  # nGPT: back onto the sphere (no-op for GPT)
+        self.it += 1
+        self.flops += self.tokens_per_iter * self.raw_model.flops_per_token(self.T, level)  # the active depth's
+        self.level = level, offset
+
+    def log_train(self):
+        """The train record: mean loss, step time and throughput since the last one (evaluations excluded)."""
+        cfg, steps = self.cfg, self.it - self.it_log
+        loss = self.d.mean(self.loss_sum.item() / (steps * self.accum))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at iter {self.it}: stopping without saving; the last good "
+                                     f"checkpoint in {self.out_dir} is kept (lower learning_rate or check the data)")
+        dt = time.time() - self.t_log - self.paused
+        tok_s, mfu = steps * self.tokens_per_iter / dt, (self.flops - self.f_log) / dt / self.peak if self.peak else None
+        lr = cfg.learning_rate * lr_factor(self.it - 1, cfg)
+        if self.d.master:
+            print(f"iter {self.it}: loss {loss:.4f}, lr {lr:.2e}, {1000 * dt / steps:.1f} ms/iter, {tok_s:,.0f} tok/s"
+                  + (f", mfu {100 * mfu:.2f}%" if mfu else ""))
+            self.log.log("train", **self.stamp(), loss=loss, lr=lr, tok_per_s=tok_s, ms_per_iter=1000 * dt / steps,
+                         mfu=mfu, level=self.level[0], offset=self.level[1])
+        self.loss_sum.zero_()
+        self.t_log, self.it_log, self.f_log, self.paused = time.time(), self.it, self.flops, 0.0
+
+    def timed(self, fn):
+        """Run fn; its time does not count as step time."""
+        t0 = time.time()
+        fn()
+        self.paused += time.time() - t0
+
+    def run(self, stop):
+        """The loop: evaluate/save on schedule, step, log; a signal saves and stops. Returns a summary dict."""
+        cfg = self.cfg
+        self.evaluated, self.level = -1, (0, 0)
+        self.loss_sum = torch.zeros((), device=self.d.device)  # summed micro-step losses since the last log line
+        self.t_log, self.it_log, self.f_log, self.paused = time.time(), self.it, self.flops, 0.0
+        summary = {}
+        while True:
+            done_before = self.resumed_at == (self.it, True)  # this evaluation is in the checkpoint resumed from
+            if cfg.spectral_interval and self.it % cfg.spectral_interval == 0 and self.d.master and not done_before:
+                self.timed(self.spectral)
+            if (self.it % cfg.eval_interval == 0 or self.it >= cfg.max_iters or cfg.eval_only) and not done_before:
+                self.timed(self.eval_and_save)
+            if cfg.eval_only or self.it >= cfg.max_iters:
+                break
+            self.step()
+            if self.it % cfg.log_interval == 0 or self.it % cfg.eval_interval == 0 or self.it >= cfg.max_iters \
+                    or stop.requested:
+                self.log_train()
+            if self.d.any(stop.requested):
+                self.checkpoint((checkpoint.LATEST,))
+                if self.d.master:
+                    print(f"stopped by signal at iter {self.it}; checkpoint saved, resume with --init_from=resume")
+                summary["interrupted"] = True
+                break
+        summary.update(iters=self.it, best_val_loss=self.best_val, final_val_loss=self.last_val,
+                       wall_time=self.elapsed())
+        if self.d.master:
+            self.log.log("final", **{**self.stamp(), "time": summary["wall_time"]}, **summary)
+            print(f"done: best val loss {self.best_val:.4f}, final val loss {self.last_val}, "
+                  f"{summary['wall_time']:.0f}s")
+        return summary
+
+    def close(self):
+        if self.log is not None:
+            self.log.close()
+        if self.d.ddp and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def train(cfg, mcfg, raw=None, stop=None):
     """Run training; returns a summary dict (best/final val loss, iterations, wall time)."""
-    d = Dist(cfg)
-    utils.setup_runtime(d.device, seed=cfg.seed)  # same seed on every rank: identical initial weights
-    model, ckpt, cfg, mcfg = init_model(cfg, mcfg, raw or {})
-    out_dir = Path(cfg.out_dir)
-    dtype = utils.resolve_dtype(cfg.dtype, d.device)
-    cfg = replace(cfg, dtype=dtype, muon_dtype=muon_dtype(cfg.muon_dtype, d.device))  # saved resolved
-    if cfg.gradient_accumulation_steps % d.world:
-        raise ValueError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by "
-                         f"the number of processes ({d.world})")
-    accum = cfg.gradient_accumulation_steps // d.world
-    model.to(d.device)
-    ctx = utils.autocast(d.device, dtype)
-    data_dir = cfg.data_dir or str(Path(__file__).parent / "data" / cfg.dataset)
-    T, B = mcfg.block_size, cfg.batch_size
-    loader_args = dict(rank=d.rank, world_size=d.world, device=d.device, vocab_size=mcfg.vocab_size)
-    train_loader = BinLoader(data_dir, "train", B, T, order=cfg.data_order, seed=cfg.seed, **loader_args)
-    eval_loaders = {s: BinLoader(data_dir, s, B, T, order="epoch", seed=cfg.seed + 1, **loader_args)
-                    for s in ("train", "val")}
-    optimizers = build_optimizers(model, cfg, d.device_type)
-    scaler = torch.amp.GradScaler(d.device_type, enabled=dtype == "float16")
-    it, best_val = 0, float("inf")
-    resumed = cfg.init_from == "resume"
-    if resumed:
-        for opt, state in zip(optimizers, ckpt["optimizer"]):
-            opt.load_state_dict(state)
-        scaler.load_state_dict(ckpt["scaler"])
-        it, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
-        rank_state = ckpt["rank_states"][d.rank % len(ckpt["rank_states"])]
-        train_loader.load_state_dict(rank_state["loader"])
-        torch.set_rng_state(rank_state["rng"]["torch"])
-        if "cuda" in rank_state["rng"] and d.device_type == "cuda":
-            torch.cuda.set_rng_state(rank_state["rng"]["cuda"])
-    elif ckpt is None:
-        torch.manual_seed(cfg.seed + d.rank)  # dropout differs across ranks
-    if not resumed:
-        init_manifolds(optimizers)  # manifold_muon: fresh weights onto their manifolds
-    raw_model = model
-    if cfg.compile:
-        model = torch.compile(model)  # one graph per multilevel (level, offset)
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
-                                                   multilevel.recompile_limit(cfg.multilevel_levels))
-    if d.ddp:
-        model = DDP(model, device_ids=[d.local_rank] if d.device_type == "cuda" else None,
-                    find_unused_parameters=multilevel.enabled(cfg))  # coarse levels skip layers
-    tokens_per_iter = cfg.gradient_accumulation_steps * B * T
-    fpt = raw_model.flops_per_token(T)
-    peak = utils.peak_flops(d.device, d.world)
-    metrics = None
-    if d.master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {**asdict(cfg), **asdict(mcfg)}
-        utils.atomic_write_text(json.dumps(resolved, indent=2) + "\n", out_dir / "config.json")
-        metrics = Metrics(out_dir / "metrics.jsonl", cfg, keep_until=it if resumed else None)
-        head = header(cfg, mcfg, raw_model, d, tokens_per_iter)
-        metrics.log({**head, "iter": it, "tokens": it * tokens_per_iter})
-        print(f"git {head['git_commit']} | {json.dumps(head['versions'])} | {head['device']} x{d.world} | {dtype}")
-        print(json.dumps(resolved))
-        print(f"{head['num_params'] / 1e6:.2f}M parameters | {tokens_per_iter:,} tokens/iter | "
-              f"{fpt / 1e6:.1f} MFLOPs/token | data {data_dir} ({cfg.data_order})")
-
-    def checkpoint(name):
-        states = d.gather({"loader": train_loader.state_dict(), "rng": rng_state(d.device_type)})
-        if d.master:
-            utils.atomic_save({"format": CKPT_FORMAT, "model_args": asdict(mcfg), "model": raw_model.state_dict(),
-                               "optimizer": [o.state_dict() for o in optimizers], "scaler": scaler.state_dict(),
-                               "iter_num": it, "best_val_loss": best_val, "evaluated": evaluated == it,
-                               "last_val_loss": last_val, "flops": flops, "elapsed": elapsed(), "config": asdict(cfg),
-                               "rank_states": states}, out_dir / name)
-
-    start, stop = time.time(), stop or Stop()
-    elapsed = lambda: time.time() - start + (ckpt.get("elapsed", 0.0) if resumed else 0.0)  # noqa: E731
-    flops = ckpt.get("flops", 0) if resumed else 0  # cumulative training FLOPs
-    loss_sum = torch.zeros((), device=d.device)  # summed micro-step losses since the last log line
-    t_log, it_log, f_log, evaluated = time.time(), it, flops, -1
-    last_val = ckpt.get("last_val_loss") if resumed else None
-    summary = {}
-    while True:
-        done_before = resumed and it == ckpt["iter_num"] and ckpt["evaluated"]  # this eval is in the checkpoint
-        if cfg.spectral_interval and it % cfg.spectral_interval == 0 and d.master and not done_before:
-            eval_loaders["val"].reset()
-            rec = spectral_record(raw_model, eval_loaders["val"].next_batch()[0], ctx, cfg.geometry_attn,
-                                  cfg.geometry_mlp, optimizers)
-            metrics.log({"kind": "spectral", "iter": it, "tokens": it * tokens_per_iter, "flops": flops,
-                         "time": elapsed(), **rec})
-        if (it % cfg.eval_interval == 0 or it >= cfg.max_iters or cfg.eval_only) and not done_before:
-            losses = evaluate(model, eval_loaders, cfg.eval_iters, ctx, d)
-            if not math.isfinite(losses["val"]):
-                raise FloatingPointError(f"val loss is {losses['val']} at iter {it}: stopping without saving; "
-                                         f"the last good checkpoint in {out_dir} is kept")
-            last_val, evaluated = losses["val"], it
-            improved = losses["val"] < best_val
-            best_val = min(best_val, losses["val"])
-            if d.master:
-                print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                metrics.log({"kind": "eval", "iter": it, "tokens": it * tokens_per_iter, "flops": flops,
-                             "time": elapsed(), "train_loss": losses["train"],
-                             "val_loss": losses["val"], "lr": cfg.learning_rate * lr_factor(it, cfg),
-                             "coef": raw_model.coefficients()})
-            if not cfg.eval_only and it > 0:
-                if improved:
-                    checkpoint("best.pt")
-                if improved or cfg.always_save_checkpoint or it >= cfg.max_iters:
-                    checkpoint("ckpt.pt")
-        if cfg.eval_only or it >= cfg.max_iters:
-            break
-        set_lr(optimizers, lr_factor(it, cfg))
-        level, offset = multilevel.level_at(it, cfg)
-        if cfg.multilevel_reset_momentum and multilevel.switched(it, cfg):
-            multilevel.reset_momentum(optimizers)
-        for micro in range(accum):
-            if d.ddp:
-                model.require_backward_grad_sync = micro == accum - 1  # all-reduce on the last micro-step only
-            x, y = train_loader.next_batch()
-            with ctx:
-                _, loss = model(x, y, level=level, offset=offset)
-            loss_sum += loss.detach()
-            scaler.scale(loss / accum).backward()
-        if cfg.grad_clip:
-            for opt in optimizers:
-                scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-        for opt in optimizers:
-            scaler.step(opt)
-        scaler.update()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        raw_model.normalize_weights()  # nGPT: back onto the sphere (no-op for GPT)
-        it += 1
-        flops += tokens_per_iter * raw_model.flops_per_token(T, level)  # the active depth's FLOPs
-        log_now = it % cfg.log_interval == 0 or it % cfg.eval_interval == 0 or it >= cfg.max_iters
-        if log_now or stop.requested:
-            loss = d.mean(loss_sum.item() / ((it - it_log) * accum))
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at iter {it}: stopping without saving; the last good "
-                                         f"checkpoint in {out_dir} is kept (lower learning_rate or check the data)")
-            dt = time.time() - t_log
-            tok_s = (it - it_log) * tokens_per_iter / dt
-            mfu = (flops - f_log) / dt / peak if peak else None
-            if d.master:
-                print(f"iter {it}: loss {loss:.4f}, lr {cfg.learning_rate * lr_factor(it - 1, cfg):.2e}, "
-                      f"{1000 * dt / (it - it_log):.1f} ms/iter, {tok_s:,.0f} tok/s"
-                      + (f", mfu {100 * mfu:.2f}%" if mfu else ""))
-                metrics.log({"kind": "train", "iter": it, "tokens": it * tokens_per_iter, "flops": flops,
-                             "time": elapsed(), "loss": loss,
-                             "lr": cfg.learning_rate * lr_factor(it - 1, cfg), "tok_per_s": tok_s, "mfu": mfu,
-                             "level": level, "offset": offset})
-            loss_sum.zero_()
-            t_log, it_log, f_log = time.time(), it, flops
-        if d.any(stop.requested):
-            checkpoint("ckpt.pt")
-            if d.master:
-                print(f"stopped by signal at iter {it}; checkpoint saved, resume with --init_from=resume")
-            summary["interrupted"] = True
-            break
-    summary.update(iters=it, best_val_loss=best_val, final_val_loss=last_val, wall_time=elapsed())
-    if d.master:
-        metrics.log({"kind": "final", "iter": it, "tokens": it * tokens_per_iter, "flops": flops,
-                     "time": summary["wall_time"], **summary})
-        print(f"done: best val loss {best_val:.4f}, final val loss {last_val}, {summary['wall_time']:.0f}s")
-    if d.ddp:
-        dist.destroy_process_group()
-    return summary
+    trainer = Trainer(cfg, mcfg, raw)
+    try:
+        return trainer.run(stop or Stop())
+    finally:
+        trainer.close()
 
 
 def main(argv=None):
     try:
         with Stop() as stop:
             train(*load_config(sys.argv[1:] if argv is None else argv), stop=stop)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataError, FileNotFoundError, ValueError, ImportError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except FloatingPointError as e:

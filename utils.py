@@ -1,12 +1,10 @@
 """Runtime helpers shared by train.py, sample.py and bench/: devices, precision, run metadata, safe writes."""
 
 import contextlib
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -118,28 +116,8 @@ def versions():
     return out
 
 
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, then rename: a kill never leaves a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def atomic_write_text(text, path):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import utils  # noqa: E402
-from configurator import build, parse_args, read_config_file  # noqa: E402
-from model import PRESETS, GPT, GPTConfig  # noqa: E402
-from sample import compiled_decoder, generate_all  # noqa: E402
+import utils
+from configurator import build, parse_args, read_config_file
+from model import PRESETS, GPT, GPTConfig
+from sample import compiled_decoder, generate_all
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
 

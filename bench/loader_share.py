@@ -2,23 +2,21 @@
 Is the loader a bottleneck of a CPU training step? Time BinLoader.next_batch against one step
 (forward + backward + AdamW) of a small GPT under bf16 autocast, and report the loader's share.
 
-    flock /tmp/cpu.lock python bench/loader_share.py [--source ../shared/data/tinystories] [--steps 10]
+    python bench/loader_share.py [--source FILE_OR_FOLDER (default: the TinyStories sample)] [--steps 10]
 """
 
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data import prepare_common as pc  # noqa: E402
-from data.loader import BinLoader  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
+from data import prepare_common as pc
+from data.loader import BinLoader
+from model import GPT, GPTConfig
 
 
 def timed(fn, n):
@@ -32,7 +30,7 @@ def timed(fn, n):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories"))
+    p.add_argument("--source", default=str(Path(__file__).resolve().parents[1] / "data" / "tinystories" / "sample"))
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batch_size", type=int, default=8)
     a = p.parse_args()

@@ -2,7 +2,7 @@
 Optimizer-step time of manifold Muon (per geometry) against Muon and AdamW at the size of a *_cpu.py config, in one
 run: the same model, the same real gradient (one TinyStories batch) each step, the median of --steps timed steps.
 
-    flock /tmp/cpu.lock python bench/optimizer_step.py [--config config/tinystories_baseline_cpu.py] [--steps 5] [-- --key=value ...]
+    python bench/optimizer_step.py [--config config/tinystories_baseline_cpu.py] [--steps 5] [-- --key=value ...]
 """
 
 import argparse
@@ -10,19 +10,18 @@ import copy
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+import train
+import utils
+from data.loader import BinLoader
+from model import GPT
+from optim import build_optimizers, init_manifolds
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
-import utils  # noqa: E402
-from data.loader import BinLoader  # noqa: E402
-from model import GPT  # noqa: E402
-from optim import build_optimizers, init_manifolds  # noqa: E402
 
 SETTINGS = [  # (label, optimizer, geometry_attn, geometry_mlp)
     ("adamw", "adamw", "none", "none"),
@@ -83,7 +82,7 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--mm_iters", type=int, default=20)
     p.add_argument("overrides", nargs="*", help="--key=value config overrides")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "geometry" / "optimizer_step.json"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "optimizer_step.json"))
     a = p.parse_args()
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)

@@ -2,7 +2,7 @@
 Prepare throughput (tokens/s) on the shared TinyStories sample: --num_proc 1 vs 2, and nanoGPT's
 datasets.map(num_proc) pipeline as the alternative we did not pick.
 
-    flock /tmp/cpu.lock python bench/prepare_throughput.py [--source ../shared/data/tinystories] [--repeats 3]
+    python bench/prepare_throughput.py [--source FILE_OR_FOLDER (default: the TinyStories sample)] [--repeats 3]
 
 Timed: one prepare() call (reading + tokenizing + writing train.bin/val.bin, worker start-up included);
 interpreter start-up and imports are not.
@@ -11,16 +11,14 @@ interpreter start-up and imports are not.
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data import prepare_common as pc  # noqa: E402
-from data.tokenizer import get_encoding  # noqa: E402
+from data import prepare_common as pc
+from data.tokenizer import get_encoding
 
 HUB = dict(path="roneneldan/TinyStories", splits={"train": "train", "val": "validation"})
 
@@ -57,7 +55,7 @@ def datasets_map(source, out, num_proc):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories"))
+    p.add_argument("--source", default=str(Path(__file__).resolve().parents[1] / "data" / "tinystories" / "sample"))
     p.add_argument("--repeats", type=int, default=7)
     a = p.parse_args()
     rows = {}

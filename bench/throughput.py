@@ -24,14 +24,14 @@ import sys
 import time
 from pathlib import Path
 
+
+import torch
+
+from bench.nanogpt_ref import RefConfig, RefGPT
+from model import GPT, PRESETS, GPTConfig
+from utils import autocast, device_name, git_commit, peak_flops, resolve_device, setup_runtime, versions
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from bench.nanogpt_ref import RefConfig, RefGPT  # noqa: E402
-from model import GPT, PRESETS, GPTConfig  # noqa: E402
-from utils import autocast, device_name, git_commit, peak_flops, resolve_device, setup_runtime, versions  # noqa: E402
 
 REF = "nanogpt_ref"
 

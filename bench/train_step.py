@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import runlog
+import train
+import utils
+from bench.nanogpt_ref import RefConfig, RefGPT
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-import train  # noqa: E402
-import utils  # noqa: E402
-from nanogpt_ref import RefConfig, RefGPT  # noqa: E402
 
 
 def ours(argv, steps):
@@ -38,8 +38,7 @@ def ours(argv, steps):
         cmd = [sys.executable, str(ROOT / "train.py"), *argv, f"--out_dir={out}", f"--max_iters={steps}",
                f"--eval_interval={steps * 10}", "--eval_iters=1", "--log_interval=1", "--always_save_checkpoint=False"]
         subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-        recs = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
-    tok_s = [r["tok_per_s"] for r in recs if r["kind"] == "train"][steps // 3:]
+        tok_s = [r["tok_per_s"] for r in runlog.Run(out).of("train")][steps // 3:]
     return statistics.median(tok_s), min(tok_s), max(tok_s)
 
 
@@ -94,7 +93,8 @@ def main(argv):
             "nanogpt-style (float32, as nanoGPT on CPU)": nanogpt_style(cfg, mcfg, data_dir, steps, "float32"),
             f"nanogpt-style ({dtype})": nanogpt_style(cfg, mcfg, data_dir, steps, dtype)}
     base = rows[f"nanogpt-style ({dtype})"][0]
-    print(f"compile={cfg.compile}, model {mcfg.n_layer}L/{mcfg.n_head}H/{mcfg.n_embd}, block {mcfg.block_size}, batch {cfg.batch_size} x "
+    print(f"compile={cfg.compile}, model {mcfg.n_layer}L/{mcfg.n_head}H/{mcfg.n_embd}, block {mcfg.block_size}, "
+          f"batch {cfg.batch_size} x "
           f"{cfg.gradient_accumulation_steps}, optimizer {cfg.optimizer}, variant {cfg.variant or 'baseline'}, "
           f"{steps} steps, {utils.device_name('cpu')}")
     print(f"{'loop':45s} {'tok/s median':>12s} {'min':>8s} {'max':>8s} {'vs nanogpt-style same dtype':>28s}")

@@ -1,5 +1,5 @@
 """TinyStories, Polyak heavy ball + Lie-Trotter, velocity LayerNorm, V_0 from embeddings.
-The paper's recipe (../shared/spec/update-rules.md): 12L/12H/768, T=1024, 10k steps of
+The paper's recipe (docs/update-rules.md): 12L/12H/768, T=1024, 10k steps of
 30 x 16 x 1024 tokens, Muon (lr 0.02) on hidden matrices + AdamW (lr 6e-4) elsewhere, bf16.
 On 8 GPUs: torchrun --standalone --nproc_per_node=8 train.py config/tinystories_polyak.py"""
 

@@ -288,7 +288,8 @@ def parser(name, hub, val_fraction):
                    f"(data/{name}/sample/, see the README there) instead of the hub")
     p.add_argument("--source", help=f"local .txt/.json/.jsonl/.parquet file or folder, optionally .xz "
                    f"(default: {hub['path']} from the hub)")
-    p.add_argument("--val_source", help="local validation file or folder (official split; default: seeded-hash split of --source)")
+    p.add_argument("--val_source",
+                   help="local validation file or folder (official split; default: seeded-hash split of --source)")
     p.add_argument("--out_dir", default=str(Path(__file__).resolve().parent / name), help="where the bins go")
     p.add_argument("--num_proc", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
     p.add_argument("--max_docs", type=int, help="only the first N documents (of each official split)")

@@ -5,6 +5,7 @@ encodes byte for byte as tiktoken.get_encoding("gpt2"); the ranks' sha256 is che
 """
 
 import functools
+import hashlib
 from pathlib import Path
 
 import tiktoken
@@ -24,7 +25,9 @@ class TokenizerError(RuntimeError):
 @functools.cache
 def get_encoding():
     """The GPT-2 encoding (cached per process)."""
-    try:
+    try:  # tiktoken skips its own hash check when its cache is off (TIKTOKEN_CACHE_DIR=""): check it here
+        if hashlib.sha256(RANKS.read_bytes()).hexdigest() != RANKS_SHA256:
+            raise ValueError("sha256 mismatch")
         ranks = load_tiktoken_bpe(str(RANKS), expected_hash=RANKS_SHA256)
     except (OSError, ValueError) as e:
         raise TokenizerError(f"cannot load the GPT-2 BPE ranks from {RANKS} ({type(e).__name__}): the file is "

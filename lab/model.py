@@ -67,37 +67,37 @@ class LinearTransformer(nn.Module):
         if update == "nesterov":
             self.a = nn.Parameter(torch.full((n_layer,), logit(mu_init)))
 
-    def weights(self, l):
+    def weights(self, i):
         """(P_l, Q_l), each (d+1, d+1)."""
         if self.param == "full":
-            return self.P[l], self.Q[l]
+            return self.P[i], self.Q[i]
         p = torch.zeros(self.d + 1, self.d + 1, dtype=self.A.dtype, device=self.A.device)
         p[self.d, self.d] = 1.0  # P = e e^T: only the label row is written
-        return p, F.pad(-self.A[l], (0, 1, 0, 1))  # Q = [[-A, 0], [0, 0]]
+        return p, F.pad(-self.A[i], (0, 1, 0, 1))  # Q = [[-A, 0], [0, 0]]
 
-    def coef(self, l):
-        """(mu, beta, gamma) of layer l = sigmoid(a), sigmoid(b), softplus(c); None where the template has none."""
-        mu = torch.sigmoid(self.a[l]) if self.update == "nesterov" else None
+    def coef(self, i):
+        """(mu, beta, gamma) of layer i = sigmoid(a), sigmoid(b), softplus(c); None where the template has none."""
+        mu = torch.sigmoid(self.a[i]) if self.update == "nesterov" else None
         if self.update == "gd":
             return mu, None, None
-        return mu, torch.sigmoid(self.b[l]), F.softplus(self.c[l])
+        return mu, torch.sigmoid(self.b[i]), F.softplus(self.c[i])
 
     def coefficients(self):
         """Effective coefficients as floats, e.g. {'0.mu': 0.5, '0.beta': 0.5, '0.gamma': 0.69, ...}."""
         out = {}
-        for l in range(self.n_layer):
-            for name, c in zip(("mu", "beta", "gamma"), self.coef(l)):
+        for i in range(self.n_layer):
+            for name, c in zip(("mu", "beta", "gamma"), self.coef(i)):
                 if c is not None:
-                    out[f"{l}.{name}"] = c.item()
+                    out[f"{i}.{name}"] = c.item()
         return out
 
     def stream(self, z):
         """The residual stream after the last layer: z (B, d+1, n+1) -> Z_L (B, d+1, n+1)."""
         x = z
         v = None if self.update == "gd" else torch.zeros_like(z)  # V_0 = 0
-        for l in range(self.n_layer):
-            p, q = self.weights(l)
-            x, v = template_step(x, v, lambda s, p=p, q=q: attention(s, p, q), *self.coef(l))
+        for i in range(self.n_layer):
+            p, q = self.weights(i)
+            x, v = template_step(x, v, lambda s, p=p, q=q: attention(s, p, q), *self.coef(i))
         return x
 
     def forward(self, z):

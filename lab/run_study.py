@@ -4,7 +4,7 @@ The lab's study: Adam vs SGD, gradient noise, conditioning and smoothness, gd/po
     python -m lab.run_study                     # the full study (about 30 minutes on one CPU thread)
     python -m lab.run_study --quick             # a smoke run in about a minute (not for conclusions)
 
-Writes figures (PNG), results.md and results.json to --out (default bench/results/lab).
+Writes figures (PNG), results.md and results.json to --out (default studies/results/lab).
 """
 
 import argparse
@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from scipy import stats
@@ -22,8 +22,7 @@ from lab.model import LinearTransformer, hand_set, icl_optimizer, predict
 from lab.train import LabConfig, gradient_noise, train
 from utils import atomic_write_text, device_name, git_commit, versions
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+plt.switch_backend("Agg")
 
 DISTS = ("normal", "heavy")
 COLORS = dict(adam="tab:blue", sgd="tab:red", gd="tab:gray", polyak="tab:orange", nesterov="tab:green")
@@ -119,7 +118,7 @@ def construction(base, n_eval=5000):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="bench/results/lab")
+    ap.add_argument("--out", default="studies/results/lab")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--tune_seed", type=int, default=100, help="seed of the learning-rate sweeps")

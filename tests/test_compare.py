@@ -1,18 +1,14 @@
-"""bench/compare.py: trains variants on identical data, reads metrics.jsonl, writes the table, p-values and plots."""
+"""studies/compare.py: trains variants on identical data, reads metrics.jsonl, writes the table, p-values and plots."""
 
 import json
-import sys
-from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
 from scipy.stats import ttest_ind
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-import compare  # noqa: E402
-from data.prepare_common import write_dataset  # noqa: E402
+from data.prepare_common import write_dataset
+from studies import compare
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64, batch_size=4, eval_iters=2, max_iters=6,
             eval_interval=3, log_interval=3, warmup_iters=2, learning_rate=1e-2, min_lr=1e-3, device="cpu",

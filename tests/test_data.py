@@ -156,7 +156,7 @@ def test_owt_split_deterministic_and_disjoint(tmp_path):
     assert 0.04 < a.count("val") / len(a) < 0.06  # 95/5
     assert a != [pc.hash_split(i, 1, 0.05) for i in idx]  # the seed matters
     src = write_txt(tmp_path / "a.txt", DOCS)
-    m1, m2 = prep(tmp_path / "x", "--source", src, "--val_fraction", 0.3), prep(tmp_path / "y", "--source", src, "--val_fraction", 0.3)
+    m1, m2 = (prep(tmp_path / d, "--source", src, "--val_fraction", 0.3) for d in "xy")
     assert m1["splits"] == m2["splits"]
     train, val = decode_docs(tmp_path / "x", "train"), decode_docs(tmp_path / "x", "val")
     assert not set(train) & set(val) and sorted(train + val) == sorted(DOCS)
@@ -224,7 +224,6 @@ def test_cli_one_line_error_and_default_out_dir(tmp_path):
 
 KILLER = """
 import os, signal, sys
-sys.path.insert(0, {root!r})
 from data import prepare_common as pc
 {patch}
 pc.prepare("openwebtext", {owt!r}, {argv!r})
@@ -232,8 +231,8 @@ pc.prepare("openwebtext", {owt!r}, {argv!r})
 
 
 def run_killed(patch, argv):
-    code = KILLER.format(root=str(ROOT), patch=textwrap.dedent(patch), owt=OWT, argv=[*map(str, argv), "--num_proc", "1"])
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    code = KILLER.format(patch=textwrap.dedent(patch), owt=OWT, argv=[*map(str, argv), "--num_proc", "1"])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
 
 

@@ -79,7 +79,7 @@ def test_gd_layers_converge_to_least_squares(f64):
 def test_coefficients_are_sigmoid_softplus_of_raw_scalars():
     model = LinearTransformer(5, 2, "full", "nesterov")
     c = model.coefficients()
-    assert set(c) == {f"{l}.{n}" for l in range(2) for n in ("mu", "beta", "gamma")}
+    assert set(c) == {f"{i}.{n}" for i in range(2) for n in ("mu", "beta", "gamma")}
     assert c["0.mu"] == pytest.approx(0.5) and c["1.beta"] == pytest.approx(0.5)
     assert c["1.gamma"] == pytest.approx(math.log(2))
     assert not hasattr(LinearTransformer(5, 2, "full", "polyak"), "a")
@@ -202,7 +202,7 @@ def test_training_runs_and_learns(optimizer):
     out = train(cfg)
     assert not out["diverged"] and len(out["loss"]) == 60 and len(out["rcond"]) == 2 and len(out["smooth"]) == 3
     assert out["eval"] < 0.5 * out["loss"][0]
-    assert set(out["coef"]) == {f"{l}.{n}" for l in range(3) for n in ("beta", "gamma")}
+    assert set(out["coef"]) == {f"{i}.{n}" for i in range(3) for n in ("beta", "gamma")}
 
 
 def test_bad_input_is_rejected():

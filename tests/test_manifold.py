@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from manifold import (ManifoldMuon, attention_logit_max, msign, project, retract, tall,
-                      tangent_direction, violation)
+from manifold import ManifoldMuon, msign, project, retract, tall, tangent_direction
+from runlog import attention_logit_max, violation
+import train
 from model import GPT, GPTConfig
-from tests.conftest import torchrun
-from tests.test_train import args as train_args
-from tests.test_train import assert_config_error, metrics, run, toy  # noqa: F401 (toy is a fixture)
+from tests.helpers import args as train_args
+from tests.helpers import assert_config_error, metrics, run, torchrun
 
 
 def polar(x):
@@ -106,6 +106,30 @@ def test_geometry_none_equals_torch_muon():
         for opt in opts:
             opt.step()
     assert all(torch.equal(p, q) for p, q in zip(ours, ref))
+
+
+def test_fp32_muon_step_matches_torch_muon_and_auto_picks_it_without_native_bf16(monkeypatch):
+    """ns_dtype=float32 is Muon's step with an fp32 Newton-Schulz: within bf16 rounding of torch.optim.Muon's;
+    muon_dtype=auto uses it where bf16 is emulated (utils.fast_bf16 false) and torch.optim.Muon where it is native."""
+    import optim
+    import utils
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(*s)) for s in ((32, 16), (16, 48))]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opts = (ManifoldMuon(ours, lr=0.02, weight_decay=0.1, ns_dtype="float32"), torch.optim.Muon(ref, lr=0.02, weight_decay=0.1))
+    for p, q in zip(ours, ref):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    before = [p.detach().clone() for p in ours]
+    for opt in opts:
+        opt.step()
+    for p, q, b in zip(ours, ref, before):
+        assert ((p - b) - (q - b)).norm() < 0.02 * (q - b).norm()
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    cfg = train.TrainConfig(optimizer="muon")
+    for native, kind in ((False, ManifoldMuon), (True, torch.optim.Muon)):
+        monkeypatch.setattr(utils, "fast_bf16", lambda device, native=native: native)
+        assert type(optim.build_optimizers(model, cfg)[0]) is kind
 
 
 def test_clear_errors():

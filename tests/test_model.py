@@ -1,4 +1,4 @@
-"""model.py against the update-rule contract (../shared/spec/update-rules.md), on tiny CPU models."""
+"""model.py against the update-rule contract (docs/update-rules.md), on tiny CPU models."""
 
 import itertools
 import math

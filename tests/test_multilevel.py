@@ -11,8 +11,7 @@ import multilevel
 import train
 from model import CHOICES, GPT, PRESETS, GPTConfig
 from optim import build_optimizers
-from tests.conftest import torchrun
-from tests.test_train import args, assert_config_error, metrics, run, toy, train_losses  # noqa: F401 (toy is a fixture)
+from tests.helpers import args, assert_config_error, metrics, run, torchrun, train_losses
 
 SMALL = dict(n_layer=4, n_head=2, n_embd=32, block_size=16, vocab_size=64)
 

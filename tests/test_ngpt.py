@@ -2,7 +2,6 @@
 
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from data.prepare_common import write_dataset
 from data.reduce_vocab import reduced_data
 from model import GPT, PRESETS, GPTConfig, sphere_step
 from optim import build_optimizers, lr_multipliers
-from tests.test_train import args, assert_config_error, run, toy, toy_tokens, train_losses  # noqa: F401 (toy is a fixture)
+from tests.helpers import args, assert_config_error, run, train_losses
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64, block_size=16, dropout=0.0)
 NGPT = {**PRESETS["ngpt"], **TINY}
@@ -181,7 +180,7 @@ def test_nugpt_learning_rates_follow_the_formulas(n_embd, n_layer, ref_width, re
     m = make(**kw)
     lr, muon_lr = 3e-3, 0.02
     cfg = train.TrainConfig(optimizer=optimizer, learning_rate=lr, muon_lr=muon_lr, max_iters=max_iters,
-                            min_lr=0.0, ref_steps=ref_steps, nu_c_out=c_out)
+                            min_lr=0.0, ref_steps=ref_steps, nu_c_out=c_out, muon_dtype="bfloat16")
     m_w, m_t = n_embd / ref_width, max_iters / ref_steps
     base = lr * m_t ** (-1 / 3)
     want = {"matrix": base * m_w**-0.75, "embed": base * m_w**-0.5, "head": base * c_out * m_w**-0.75,
@@ -249,11 +248,10 @@ def test_trainer_keeps_the_sphere_and_loss_falls(toy, tmp_path, extra):  # noqa:
         assert_unit(norms)
 
 
-# ----------------------------------------------------------------------------- bench/lr_transfer.py
+# ----------------------------------------------------------------------------- studies/lr_transfer.py
 
 def test_lr_transfer_optimum_and_reduced_vocab(tmp_path):
-    sys.path.insert(0, str(train.Path(train.__file__).parent / "bench"))
-    import lr_transfer
+    from studies import lr_transfer
 
     pts = {2.0**k: (k - 1.3) ** 2 for k in range(-2, 4)}  # a parabola in log2(lr) with its minimum at 2^1.3
     best, loss = lr_transfer.optimum(pts)
@@ -269,8 +267,7 @@ def test_lr_transfer_optimum_and_reduced_vocab(tmp_path):
 
 
 def test_lr_transfer_sweeps_and_reports(toy, tmp_path):  # noqa: F811
-    sys.path.insert(0, str(train.Path(train.__file__).parent / "bench"))
-    import lr_transfer
+    from studies import lr_transfer
 
     argv = ["--params", "gpt", "nugpt", "--axis", "width", "--values", "16", "32", "--lrs", "1e-3", "1e-2",
             "--extend", "1", "--steps", "3", "--depth", "1", "--head_dim", "8", "--block", "16", "--batch", "4",

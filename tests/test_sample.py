@@ -222,9 +222,15 @@ def write(path, data):
     return path
 
 
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:1000])
+    return path
+
+
 @pytest.mark.parametrize("case, msg", [
     ("no_ckpt", "no checkpoint in {d}: looked for {d}/best.pt and {d}/ckpt.pt; train one with `python train.py"),
-    ("not_torch", "unknown checkpoint format: torch.load cannot read it"),
+    ("not_torch", "{d}/x.pt is truncated or damaged ("),
+    ("truncated_best", "{d}/run/best.pt is truncated or damaged"),
     ("no_keys", "unknown checkpoint format: not a checkpoint of this repo or nanoGPT"),
     ("not_dict", "unknown checkpoint format: not a checkpoint of this repo or nanoGPT"),
     ("missing_file", "no checkpoint file {d}/nope.pt"),
@@ -246,6 +252,7 @@ def test_main_errors(tmp_path, capsys, case, msg, enc):
             "no_keys": lambda: [f"--ckpt_path={write(d / 'x.pt', {'weights': {}})}"],
             "not_dict": lambda: [f"--ckpt_path={write(d / 'x.pt', [1, 2])}"],
             "missing_file": lambda: [f"--ckpt_path={d / 'nope.pt'}"],
+            "truncated_best": lambda: [f"--out_dir={truncate(save_run(d / 'run', name='best.pt')).parent}"],
             "empty_prompt": lambda: [f"--ckpt_path={save_run(d / 'run')}", "--start="],
             "temperature": lambda: ["--temperature=0"], "temperature_neg": lambda: ["--temperature=-1"],
             "top_k": lambda: ["--top_k=0"], "top_p": lambda: ["--top_p=0"], "top_p_big": lambda: ["--top_p=1.2"],
@@ -256,6 +263,9 @@ def test_main_errors(tmp_path, capsys, case, msg, enc):
     code, out, err = run_main(argv + ["--device=cpu"], capsys)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and msg.format(d=d) in err, err
+    if case in ("not_torch", "truncated_best"):  # and the fix
+        assert err.rstrip().endswith("check --ckpt_path" if case == "not_torch" else
+                                     "sample from --ckpt=latest (ckpt.pt) or train anew"), err
 
 
 @pytest.mark.gpu

@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,56 +11,8 @@ import torch
 
 import train
 from configurator import ConfigError, read_config_file
-from data.prepare_common import write_dataset
 from model import GPT, PRESETS
-from tests.conftest import torchrun
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, batch_size=8, eval_iters=2,
-            warmup_iters=5, learning_rate=1e-2, min_lr=1e-3, device="cpu", log_interval=1)
-
-
-def toy_tokens(n, seed):
-    """A learnable stream: runs of arithmetic sequences mod 63 (63 is the end-of-text token)."""
-    rng, out = np.random.default_rng(seed), []
-    while len(out) < n:
-        a, s = rng.integers(0, 63), rng.integers(1, 4)
-        out += [(a + s * i) % 63 for i in range(int(rng.integers(8, 40)))] + [63]
-    return np.array(out[:n])
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy")
-    write_dataset(path, {"train": toy_tokens(40_000, 0), "val": toy_tokens(4_000, 1)}, vocab_size=64, eot_token=63,
-                  tokenizer="toy")
-    return path
-
-
-def args(toy, out, **kw):
-    return [f"--{k}={v}" for k, v in {**TINY, "data_dir": toy, "out_dir": out, **kw}.items()]
-
-
-def run(argv, **kw):
-    """Train in this process; returns the summary."""
-    cfg, mcfg, raw = train.load_config(argv)
-    return train.train(cfg, mcfg, raw, **kw)
-
-
-def metrics(out):
-    return [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
-
-
-def train_losses(out):
-    return [(r["iter"], r["loss"]) for r in metrics(out) if r["kind"] == "train"]
-
-
-def assert_config_error(argv, message):
-    """load_config(argv) raises a one-line ConfigError containing message."""
-    with pytest.raises(ConfigError) as e:
-        train.load_config(argv)
-    assert message in str(e.value) and "\n" not in str(e.value)
-
+from tests.helpers import ROOT, args, assert_config_error, metrics, run, torchrun, train_losses
 
 # ----------------------------------------------------------------------------- configuration
 

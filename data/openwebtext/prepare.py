@@ -11,13 +11,15 @@ OpenWebText has no validation split: document i goes to val by a seeded hash of 
 Options: python data/openwebtext/prepare.py --help (shared code: data/prepare_common.py).
 """
 
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))  # the repo root
 
-from data.prepare_common import main  # noqa: E402
+try:
+    from data.prepare_common import main
+except ModuleNotFoundError:  # a plain-file run needs the repo installed (pip install -e .) or -m from its root
+    sys.exit("error: the repo is not importable: run `pip install -e .` in its root, or run "
+             "`python -m data.openwebtext.prepare` from there")
 
 SAMPLE = Path(__file__).resolve().parent / "sample"  # the real sample in the repo (README there)
 HUB = dict(path="Skylion007/openwebtext", splits=None, streaming=True,

@@ -9,13 +9,15 @@ Prepare TinyStories: GPT-2 BPE tokens in data/tinystories/{train,val}.bin + meta
 Options: python data/tinystories/prepare.py --help (shared code: data/prepare_common.py).
 """
 
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))  # the repo root
 
-from data.prepare_common import main  # noqa: E402
+try:
+    from data.prepare_common import main
+except ModuleNotFoundError:  # a plain-file run needs the repo installed (pip install -e .) or -m from its root
+    sys.exit("error: the repo is not importable: run `pip install -e .` in its root, or run "
+             "`python -m data.tinystories.prepare` from there")
 
 SAMPLE = Path(__file__).resolve().parent / "sample"  # the real sample in the repo (README there)
 HUB = dict(path="roneneldan/TinyStories", splits={"train": "train", "val": "validation"},

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Tables and plots of the CPU-scale studies run by bench/cpu_studies.sh. The runs' metrics.jsonl and config.json
-# (small) are copied into bench/results/<study>/runs/ and every table and plot is built from those copies, so
+# Tables and plots of the CPU-scale studies run by studies/cpu300.sh. The runs' metrics.jsonl and config.json
+# (small) are copied into studies/results/cpu300/<study>/runs/ and every table and plot is built from those copies, so
 # this script also works on a fresh clone without the run directories (ROOT absent: only re-analyse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-out-studies}
-R=bench/results
+R=studies/results/cpu300
 VARIANTS=baseline,gd_euler,polyak,yuriiformer,nesterov_euler,imex,imex2,ngpt
 
 keep() {  # keep SRC_RUN DEST_RUN: copy a finished run's metrics and config
@@ -14,7 +14,7 @@ keep() {  # keep SRC_RUN DEST_RUN: copy a finished run's metrics and config
   fi
 }
 if [ -d "$ROOT" ]; then
-  for run in "$ROOT"/variants/*/seed*; do keep "$run" "$R/compare/runs/${run#"$ROOT"/variants/}"; done
+  for run in "$ROOT"/variants/*/seed*; do keep "$run" "$R/variants/runs/${run#"$ROOT"/variants/}"; done
   for run in "$ROOT"/geometry/*/seed*; do keep "$run" "$R/geometry/runs/${run#"$ROOT"/geometry/}"; done
   for run in "$ROOT"/multilevel/*/seed*; do
     v=$(basename "$(dirname "$run")") s=$(basename "$run")
@@ -30,12 +30,12 @@ fi
 seeds() { ls "$1" | sed 's/seed//' | sort -n | paste -sd, -; }
 
 # variants: table with Welch p-values against the baseline, val loss vs steps/tokens/FLOPs, coefficients
-python bench/compare.py --root "$R/compare/runs" --variants "$VARIANTS" --baseline baseline --out "$R/compare"
+python -m studies.compare --root "$R/variants/runs" --variants "$VARIANTS" --baseline baseline --out "$R/variants"
 # multilevel: FLOPs to reach the single-level final val loss
-python bench/multilevel_study.py --variants baseline,yuriiformer,baseline_reset,baseline_cascade --seeds "$(seeds "$R/multilevel/runs/baseline-multilevel")"
+python -m studies.multilevel_study --variants baseline,yuriiformer,baseline_reset,baseline_cascade --seeds "$(seeds "$R/multilevel/runs/baseline-multilevel")"
 # geometry: spectral plots, and the loss table with p-values against unconstrained Muon
-python bench/spectral_plot.py --root "$R/geometry/runs" --out "$R/geometry"
+python -m studies.spectral_plot --root "$R/geometry/runs" --out "$R/geometry"
 runs() { ls -d "$R/geometry/runs/$1"/seed* | paste -sd, -; }
-python bench/compare.py --run "none-none=$(runs none-none)" --run "stiefel-stiefel=$(runs stiefel-stiefel)" \
+python -m studies.compare --run "none-none=$(runs none-none)" --run "stiefel-stiefel=$(runs stiefel-stiefel)" \
   --run "stiefel-dgram=$(runs stiefel-dgram)" --run "dgram-stiefel=$(runs dgram-stiefel)" \
   --baseline none-none --out "$R/geometry/compare"

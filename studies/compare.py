@@ -2,11 +2,11 @@
 Compare update-rule variants: train them on identical data and seeds (or read finished runs), then write a
 results table (Markdown + JSON, Welch t-test against the baseline) and PNG plots, from metrics.jsonl files only.
 
-    python bench/compare.py --config config/tinystories_baseline_cpu.py --variants baseline,polyak,yuriiformer \\
-        --seeds 0,1,2 --root out-compare --out bench/results/compare -- --max_iters=1000
-    python bench/compare.py --root out-compare --out bench/results/compare          # analyse existing runs only
-    python bench/compare.py --run baseline=out-tinystories-baseline --run yuriiformer=out-tinystories-nesterov
-    python bench/compare.py --config config/tinystories_baseline.py --variants baseline,yuriiformer --seeds 0 \\
+    python -m studies.compare --config config/tinystories_baseline_cpu.py --variants baseline,polyak,yuriiformer \\
+        --seeds 0,1,2 --root out-compare --out studies/results/cpu300/variants -- --max_iters=1000
+    python -m studies.compare --root out-compare --out studies/results/cpu300/variants          # analyse existing runs only
+    python -m studies.compare --run baseline=out-tinystories-baseline --run yuriiformer=out-tinystories-nesterov
+    python -m studies.compare --config config/tinystories_baseline.py --variants baseline,yuriiformer --seeds 0 \\
         --root out-gpu --launcher=torchrun --nproc_per_node=8 --dry_run                # print the GPU commands
 
 Runs live in <root>/<variant>/seed<k>/ (train.py --variant --seed --out_dir). Every run of a given seed sees the
@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+import runlog
+import utils
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import utils  # noqa: E402
 
 COEF_ORDER = ("mu", "beta", "mu_a", "beta_a", "gamma_a", "mu_m", "beta_m", "gamma_m", "alpha_a", "alpha_m")
 
@@ -39,11 +40,10 @@ def run_dir(root, variant, seed):
 
 def is_complete(out_dir):
     """A run is complete when metrics.jsonl has a final record that was not written by an interrupt."""
-    path = Path(out_dir) / "metrics.jsonl"
-    if not path.is_file():
+    try:
+        return runlog.Run(out_dir).finished
+    except FileNotFoundError:
         return False
-    final = [r for r in utils.read_jsonl(path) if r.get("kind") == "final"]
-    return bool(final) and not final[-1].get("interrupted", False)
 
 
 def train_command(config, variant, seed, out_dir, extra=(), launcher="python", nproc_per_node=1, resume=False):
@@ -87,18 +87,8 @@ def train_all(args):
 
 def load_run(out_dir):
     """Header, eval records and final record of one run directory (metrics.jsonl only)."""
-    path = Path(out_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train the run first or fix --root/--run")
-    recs = utils.read_jsonl(path)
-    headers = [r for r in recs if r["kind"] == "header"]
-    finals = [r for r in recs if r["kind"] == "final"]
-    if not headers or not finals:
-        raise ValueError(f"{path} has no {'header' if not headers else 'final'} record: the run is not finished "
-                         "(resume it with --init_from=resume)")
-    evals = {r["iter"]: r for r in recs if r["kind"] == "eval"}  # a resumed run may repeat an eval: keep the last
-    return {"dir": str(out_dir), "header": headers[0], "final": finals[-1],
-            "evals": [evals[k] for k in sorted(evals)]}
+    run = runlog.Run(out_dir).require_finished()
+    return {"dir": str(out_dir), "header": run.header, "final": run.final, "evals": run.evals()}
 
 
 def discover(root, variants=None):
@@ -286,7 +276,7 @@ def parse(argv):
     p.add_argument("--run", action="append", default=[], metavar="LABEL=DIR[,DIR..]",
                    help="existing run directories (one per seed) to compare under LABEL; repeatable")
     p.add_argument("--baseline", help="variant the others are tested against (default: the first)")
-    p.add_argument("--out", default="bench/results/compare", help="folder for the table and plots")
+    p.add_argument("--out", default="studies/results/cpu300/variants", help="folder for the table and plots")
     p.add_argument("--launcher", choices=("python", "torchrun"), default="python")
     p.add_argument("--nproc_per_node", type=int, default=1)
     p.add_argument("--dry_run", action="store_true", help="print the training commands, train nothing")
@@ -335,7 +325,7 @@ def main(argv=None):
     if not groups:
         sys.exit(f"error: no finished runs among {sum(map(len, dirs.values()))} run directories (see above)")
     try:
-        meta = {"command": shlex.join(["python", "bench/compare.py", *(sys.argv[1:] if argv is None else argv)]),
+        meta = {"command": shlex.join(["python", "-m", "studies.compare", *(sys.argv[1:] if argv is None else argv)]),
                 "git_commit": utils.git_commit(), "skipped_runs": skipped}
         _, table = write_outputs(groups, args.baseline or next(iter(groups)), args.out, meta)
     except ValueError as e:

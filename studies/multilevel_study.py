@@ -2,11 +2,11 @@
 Multilevel study (bench/RESULTS.md, "Multilevel training"): the training FLOPs needed to reach the single-level
 run's final val loss, multilevel versus single-level, per variant and seed, on real TinyStories at CPU scale.
 
-    bench/cpu_studies.sh && bench/analyze_studies.sh        # train the runs, then (among others) this analysis
-    python bench/multilevel_study.py --variants baseline,yuriiformer --seeds 0,1,2   # tables + plots only
+    studies/cpu300.sh && studies/analyze_cpu300.sh        # train the runs, then (among others) this analysis
+    python -m studies.multilevel_study --variants baseline,yuriiformer --seeds 0,1,2   # tables + plots only
 
 Arms: "single" (multilevel_levels=1) and "multilevel", the same config, seed, data order and LR schedule, trained by
-bench/cpu_studies.sh; bench/analyze_studies.sh copies their metrics.jsonl and config.json to
+studies/cpu300.sh; studies/analyze_cpu300.sh copies their metrics.jsonl and config.json to
 <out>/runs/<variant>-<arm>/seed<k>/, which is all this script reads.
 Saving = 1 - F_multilevel(L*) / F_single(L*), F(L) the training FLOPs at which a run's val loss first reaches L,
 L* = the single-level final val loss when the multilevel run reaches it (the issue's metric), else the multilevel
@@ -24,11 +24,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+import multilevel
+import runlog
+from model import GPT, GPTConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import multilevel  # noqa: E402
-import utils  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
 
 ML_KEYS = ("multilevel_levels", "multilevel_cycle", "multilevel_mode", "multilevel_until")
 
@@ -37,7 +37,7 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--variants", default="baseline,yuriiformer")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--out", default="bench/results/multilevel", help="holds runs/<variant>-<arm>/seed<k>/")
+    p.add_argument("--out", default="studies/results/cpu300/multilevel", help="holds runs/<variant>-<arm>/seed<k>/")
     a = p.parse_args(argv)
     a.variants, a.seeds = a.variants.split(","), [int(s) for s in a.seeds.split(",")]
     return a
@@ -45,7 +45,7 @@ def parse(argv):
 
 def load(run):
     """Evals (iter, val) and the schedule's cumulative FLOPs and active-layer steps at every iteration."""
-    recs = utils.read_jsonl(run / "metrics.jsonl")
+    recs = runlog.read(run)
     head = recs[0]
     cfg = SimpleNamespace(**{k: head["config"][k] for k in ML_KEYS})
     with torch.device("meta"):

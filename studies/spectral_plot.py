@@ -3,7 +3,7 @@ Plots and a table for geometry runs, from their metrics.jsonl only: validation l
 (mean and range over seeds), and from the "spectral" records (train.py --spectral_interval=N) the largest singular
 value of the attention and MLP matrices and the largest attention logit per layer, against the step.
 
-    python bench/spectral_plot.py --root bench/results/geometry/runs --out bench/results/geometry
+    python -m studies.spectral_plot --root studies/results/cpu300/geometry/runs --out studies/results/cpu300/geometry
 
 Runs are <root>/<attn>-<mlp>/seed<k>/metrics.jsonl (any run directory holding a metrics.jsonl is found); the label
 is "<geometry_attn>/<geometry_mlp>" from the run's header record.
@@ -17,17 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
+import runlog
+
 ORDER = ("none/none", "stiefel/stiefel", "stiefel/dgram", "dgram/stiefel")
 
 
 def load(path):
     """(label, seed, records by kind) of one metrics.jsonl."""
+    run = runlog.Run(Path(path).parent)
     recs = defaultdict(list)
-    for line in open(path):
-        r = json.loads(line)
+    for r in run.records:
         recs[r["kind"]].append(r)
-    cfg = recs["header"][0]["config"]
-    return f"{cfg['geometry_attn']}/{cfg['geometry_mlp']}", cfg["seed"], recs
+    return f"{run.config['geometry_attn']}/{run.config['geometry_mlp']}", run.config["seed"], recs
 
 
 def runs_by_label(root):

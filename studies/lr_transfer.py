@@ -2,11 +2,11 @@
 Learning-rate transfer: final val loss against learning rate, one curve per width (or depth, or horizon), for the
 standard parametrization (gpt: GPT + AdamW), nGPT and nuGPT, trained with train.py on real TinyStories at CPU scale.
 
-    python bench/lr_transfer.py --params gpt ngpt nugpt --axis width --values 64 128 256 \\
-        --lrs 1e-3 2e-3 4e-3 8e-3 1.6e-2 --lock /tmp/cpu.lock --out bench/results/ngpt
-    python bench/lr_transfer.py --params nugpt --axis horizon --values 100 200 400 --lrs ...     # m_T
-    python bench/lr_transfer.py --report_only --out bench/results/ngpt --axis width              # table + plot
-    python bench/lr_transfer.py --curves GPT=out/a nGPT=out/b --png bench/results/ngpt/curves.png  # val loss curves
+    python -m studies.lr_transfer --params gpt ngpt nugpt --axis width --values 64 128 256 \\
+        --lrs 1e-3 2e-3 4e-3 8e-3 1.6e-2 --lock /tmp/cpu.lock --out studies/results/cpu300/ngpt
+    python -m studies.lr_transfer --params nugpt --axis horizon --values 100 200 400 --lrs ...     # m_T
+    python -m studies.lr_transfer --report_only --out studies/results/cpu300/ngpt --axis width              # table + plot
+    python -m studies.lr_transfer --curves GPT=out/a nGPT=out/b --png studies/results/cpu300/ngpt/curves.png  # val loss curves
 
 Every finished run appends a line to <out>/runs.jsonl and runs already there are skipped, so a sweep can be
 stopped and continued; --lock takes the CPU lock per run, so other jobs interleave. Where the best learning rate of
@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+import runlog
+import train
+import utils
+from data.reduce_vocab import reduced_data
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
-import utils  # noqa: E402
-from data.reduce_vocab import reduced_data  # noqa: E402
 
 PARAMS = ("gpt", "ngpt", "nugpt")
 LABELS = {"gpt": "GPT (standard, AdamW)", "ngpt": "nGPT", "nugpt": "nuGPT"}
@@ -80,7 +81,7 @@ def train_once(keys, data_dir, lock):
 
 
 def load_runs(path):
-    return [json.loads(line) for line in open(path)] if path.exists() else []
+    return runlog.read(path) if path.exists() else []
 
 
 def curve(runs, param, axis, value):
@@ -177,7 +178,7 @@ def plot_curves(specs, png):
     groups, top = {}, -math.inf
     for spec in specs:
         label, _, d = spec.partition("=")
-        evals = [r for r in utils.read_jsonl(Path(d) / "metrics.jsonl") if r["kind"] == "eval"]
+        evals = runlog.Run(d).evals()
         groups.setdefault(label, []).append(([r["iter"] for r in evals], [r["val_loss"] for r in evals]))
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for label, runs in groups.items():
@@ -216,7 +217,7 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, default=4096, help="keep this many token ids (0: GPT-2's full vocabulary)")
     p.add_argument("--data", default=str(ROOT / "data" / "tinystories"), help="prepared TinyStories (train.py bins)")
     p.add_argument("--lock", default="", help="a lock file to hold during each run, e.g. /tmp/cpu.lock")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "ngpt"), help="runs.jsonl, tables and plots")
+    p.add_argument("--out", default=str(ROOT / "studies" / "results" / "cpu300" / "ngpt"), help="runs.jsonl, tables and plots")
     p.add_argument("--report_only", action="store_true")
     p.add_argument("--curves", nargs="+", metavar="LABEL=DIR", help="only plot val loss curves of finished runs")
     p.add_argument("--png", default="", help="with --curves: the PNG to write")
@@ -226,8 +227,8 @@ def main(argv=None):
     out, data = Path(a.out), Path(a.data)
     if not a.report_only:
         if not (data / "meta.json").exists():
-            sys.exit(f"error: no prepared data in {data}: run python data/tinystories/prepare.py "
-                     "--source ../shared/data/tinystories")
+            sys.exit(f"error: no prepared data in {data}: run python data/tinystories/prepare.py --sample "
+                     "(or --source PATH for your own TinyStories text)")
         if not a.values:
             sys.exit("error: give --values (the widths, depths or step counts to sweep)")
         if a.vocab:

@@ -1,0 +1,196 @@
+"""
+Run records: `metrics.jsonl` in a run directory, one JSON object per line; this module writes and reads them, and
+computes the diagnostics that go into them.
+
+Every record has `kind`, `iter` (optimizer steps done), `tokens`, `flops` (cumulative training FLOPs) and `time`
+(seconds of training so far, across resumes). The kinds:
+
+    header    once per start of train.py: config, model_args, num_params, flops_per_token, tokens_per_iter,
+              git_commit, versions, device, world_size, argv
+    train     every log_interval steps: loss (mean since the last one), lr, tok_per_s, ms_per_iter, mfu, level, offset
+    eval      every eval_interval steps: train_loss, val_loss, lr, eval_seconds, coef (the update coefficients)
+    spectral  every spectral_interval steps: sigma_max, sigma_min, violation per hidden matrix, attn_logit_max per
+              layer, dual_iters and tangent_rms of manifold Muon (spectral_record)
+    task      a downstream evaluation (eval.py): task, metrics, checkpoint
+    final     at the end: best_val_loss, final_val_loss, iters, wall_time, interrupted (on a signal)
+
+`RunLog` is the writer (the master rank; optionally mirrored to wandb). `Run(path)` reads a run back, for the
+studies, benchmarks and tests.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import utils
+from manifold import ManifoldMuon, module_geometry, project, tall
+
+FILE = "metrics.jsonl"
+
+
+# ----------------------------------------------------------------------------- writing
+
+class RunLog:
+    """Appends records to out_dir/metrics.jsonl, flushed per line; resume_at=it drops the lines written after the
+    checkpoint of iteration it (and the final record), so a resumed run continues the file exactly."""
+
+    def __init__(self, out_dir, resume_at=None, wandb=None):
+        self.path = Path(out_dir) / FILE
+        if resume_at is not None and self.path.exists():
+            keep = [r for r in read(self.path) if r.get("iter", 0) <= resume_at and r["kind"] != "final"]
+            utils.atomic_write_text("".join(json.dumps(r) + "\n" for r in keep), self.path)
+        self.file = open(self.path, "a" if resume_at is not None else "w")
+        self.wandb = None
+        if wandb is not None:  # dict(project=..., name=..., config=...)
+            try:
+                import wandb as wandb_module  # optional at run time, imported only when asked for
+            except ImportError:
+                raise ImportError("wandb_log=True needs wandb: pip install wandb (or set wandb_log=False)") from None
+            self.wandb = wandb_module.init(**wandb, resume="allow")
+
+    def log(self, kind, **fields):
+        record = {"kind": kind, **fields}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.wandb is not None and kind != "header":
+            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.wandb.log({f"{kind}/{k}" if kind != "train" else k: v for k, v in numbers.items()},
+                           step=record["iter"])
+
+    def close(self):
+        self.file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read(path):
+    """Every record of a metrics.jsonl (path: the file or its run directory)."""
+    path = Path(path)
+    path = path / FILE if path.is_dir() else path
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Run:
+    """One run directory read back: records by kind, the header, final record, evals (one per iter)."""
+
+    def __init__(self, path):
+        path = Path(path)
+        self.dir = path if path.is_dir() or not path.suffix else path.parent
+        if not (self.dir / FILE).is_file():
+            raise FileNotFoundError(f"{self.dir / FILE} not found: train the run first or fix the run path")
+        self.records = read(self.dir)
+
+    def of(self, kind):
+        return [r for r in self.records if r["kind"] == kind]
+
+    @property
+    def header(self):
+        heads = self.of("header")
+        return heads[0] if heads else None
+
+    @property
+    def config(self):
+        return self.header["config"]
+
+    @property
+    def model_args(self):
+        return self.header["model_args"]
+
+    @property
+    def final(self):
+        finals = self.of("final")
+        return finals[-1] if finals else None
+
+    @property
+    def finished(self):
+        """A final record that was not written by an interrupt."""
+        return self.final is not None and not self.final.get("interrupted", False)
+
+    def evals(self):
+        """Eval records by increasing iter (a resumed run may repeat one: the last is kept)."""
+        by_iter = {r["iter"]: r for r in self.of("eval")}
+        return [by_iter[k] for k in sorted(by_iter)]
+
+    def series(self, kind, key):
+        """(iters, values) arrays of key (a name or a function of the record) over the records of kind."""
+        rs = self.evals() if kind == "eval" else self.of(kind)
+        get = key if callable(key) else (lambda r: r[key])
+        return np.array([r["iter"] for r in rs]), np.array([get(r) for r in rs], dtype=float)
+
+    def require_finished(self):
+        if self.header is None or self.final is None:
+            missing = "header" if self.header is None else "final"
+            raise ValueError(f"{self.dir / FILE} has no {missing} record: the run is not finished "
+                             "(resume it with --init_from=resume)")
+        return self
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+def short(name):
+    """'transformer.h.3.attn.c_attn.weight' -> 'h.3.attn.c_attn'."""
+    return name.removeprefix("transformer.").removesuffix(".weight")
+
+
+def violation(w, geometry):
+    """How far w is off its manifold (none: the Stiefel violation, for reference):
+    stiefel |W^T W - I|_F / sqrt(n); dgram |offdiag(C)|_F / sqrt(n), C the column cosines; oblique max_j | |w_j| - 1 |."""
+    w = tall(w.detach().float())
+    n = w.size(1)
+    if geometry == "oblique":
+        return (w.norm(dim=0) - 1).abs().max().item()
+    if geometry == "dgram":
+        u = w / w.norm(dim=0).clamp(min=1e-7)
+        return project(u.T @ u, "dgram").norm().item() / math.sqrt(n)
+    return (w.T @ w - torch.eye(n, device=w.device)).norm().item() / math.sqrt(n)
+
+
+@torch.no_grad()
+def attention_logit_max(model, x, ctx):
+    """Per layer the largest attention logit (q.k times the softmax scale) over heads and causal pairs, on the first
+    4 sequences of x: each layer's input to attention is captured by a forward pre-hook and its q, k come from the
+    layer's own CausalSelfAttention.qkv."""
+    inputs, blocks = {}, list(model.transformer.h)
+    hooks = [b.attn.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args))
+             for i, b in enumerate(blocks)]
+    training = model.training
+    try:
+        model.eval()
+        with ctx:
+            model(x[:4])
+            out = {}
+            for i, args in sorted(inputs.items()):
+                q, k, _, scale = blocks[i].attn.qkv(*args[:1], *args[2:])  # (B, nh, T, hs); args[1] is the cache
+                logits = (q.float() @ k.float().transpose(-2, -1)) * (scale or q.size(-1) ** -0.5)  # (B, nh, T, T)
+                T = logits.size(-1)
+                causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+                out[str(i)] = logits.masked_fill(~causal, -math.inf).max().item()
+    finally:
+        model.train(training)
+        for h in hooks:
+            h.remove()
+    return out
+
+
+@torch.no_grad()
+def spectral_record(model, x, ctx, attn="none", mlp="none", optimizers=()):
+    """Per hidden matrix sigma_max, sigma_min, the violation of its geometry; per layer the largest attention
+    logit on batch x; the dual ascent's iterations (mean) and tangent rms(H) (max) of manifold Muon's last step."""
+    rec = {"sigma_max": {}, "sigma_min": {}, "violation": {}}
+    for name, p in model.param_groups()["matrix"]:
+        s = torch.linalg.svdvals(p.detach().float())
+        rec["sigma_max"][short(name)], rec["sigma_min"][short(name)] = s[0].item(), s[-1].item()
+        rec["violation"][short(name)] = violation(p, module_geometry(name, attn, mlp))
+    rec["attn_logit_max"] = attention_logit_max(model, x, ctx)
+    dual = [st for o in optimizers if isinstance(o, ManifoldMuon) for st in o.state.values() if "dual_iters" in st]
+    if dual:
+        rec["dual_iters"] = sum(float(st["dual_iters"]) for st in dual) / len(dual)
+        rec["tangent_rms"] = max(float(st["tangent_rms"]) for st in dual)
+    return rec
