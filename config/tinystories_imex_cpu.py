@@ -1,5 +1,5 @@
 """TinyStories on a laptop CPU, Nesterov + IMEX (explicit attention, implicit MLP by k=1 fixed-point sweep), lnv, V_0 embed.
-A small model that trains in minutes on 2 cores (bf16 autocast): python train.py config/tinystories_imex_cpu.py"""
+A small model that trains in minutes on 2 cores: python train.py config/tinystories_imex_cpu.py"""
 
 out_dir = "out-tinystories-imex-cpu"
 dataset = "tinystories"
@@ -32,5 +32,5 @@ eval_interval = 50
 eval_iters = 20
 log_interval = 10
 device = "cpu"
-dtype = "bfloat16"
+dtype = "auto"  # bf16 where the CPU has it natively (AVX512-BF16, AMX), else fp32
 compile = True  # about 2x faster steps on CPU after ~40 s of compilation

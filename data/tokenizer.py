@@ -25,7 +25,7 @@ class TokenizerError(RuntimeError):
 @functools.cache
 def get_encoding():
     """The GPT-2 encoding (cached per process)."""
-    try:  # tiktoken skips its own hash check when its cache is off (TIKTOKEN_CACHE_DIR=""): check it here
+    try:  # tiktoken skips its own hash check when its cache is off (an empty TIKTOKEN_CACHE_DIR): check it here
         if hashlib.sha256(RANKS.read_bytes()).hexdigest() != RANKS_SHA256:
             raise ValueError("sha256 mismatch")
         ranks = load_tiktoken_bpe(str(RANKS), expected_hash=RANKS_SHA256)
