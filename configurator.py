@@ -107,6 +107,9 @@ def check_type(key, value, tp):
         raise ConfigError(f"{key}={value}: expected a finite number")
     elif tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    elif origin is dict and isinstance(value, dict):
+        key_tp, value_tp = typing.get_args(tp) or (typing.Any, typing.Any)
+        return {check_type(key, k, key_tp): check_type(key, v, value_tp) for k, v in value.items()}
     elif origin in (list, tuple) and isinstance(value, (list, tuple)):
         (arm, *_) = typing.get_args(tp) or (typing.Any,)
         items = [v if arm is typing.Any else check_type(key, v, arm) for v in value]

@@ -4,19 +4,22 @@ Geometry-aware optimizers: manifold Muon with a geometry per module ("Different 
 A hidden weight W, taken tall (m x n, m >= n; a wide weight is transposed), lives on a manifold given by its Gram:
 
     none     no constraint                        plain Muon (torch.optim.Muon's update, exactly)
-    stiefel  W^T W = I                            P = identity       retraction: polar factor msign(W)
-    dgram    W^T W diagonal (column norms free)   P = off-diagonal   retraction: Q diag(Q^T W), Q = msign(W)
+    stiefel  W^T W = I                            P = identity       retraction: polar factor of W
+    dgram    W^T W diagonal (column norms free)   P = off-diagonal   retraction: Q diag(Q^T W), Q the polar factor
     oblique  diag(W^T W) = 1 (unit columns)       P = diagonal       retraction: normalise the columns
 
-P keeps the entries of a symmetric n x n matrix that the constraint fixes. One step with Nesterov momentum G finds the
+P keeps the entries of a symmetric n x n matrix that the constraint fixes. One step with momentum G finds the
 steepest unit-spectral-norm direction A that is tangent, P(W^T A + A^T W) = 0, by dual ascent on a symmetric
 multiplier Lambda (the dual function is ||G + 2 W P(Lambda)||_nuclear, its gradient H):
 
-    Lambda = -1/4 P(W^T G + G^T W)
-    K times:  A = msign(G + 2 W Lambda),  H = P(W^T A + A^T W),  stop if rms(H) < tol,  Lambda -= alpha (1 - k/K) H
+    Lambda = warm ? Lambda of the previous step : -1/4 P(W^T G + G^T W)
+    K times:  A = msign(G + 2 W Lambda),  H = P(W^T A + A^T W),  Lambda -= alpha (1 - k/K) H   (stop: rms(H) < tol)
     W <- retract(W - lr A)
 
-G is scaled to unit RMS entries first (msign ignores the scale; alpha then means the same for every matrix).
+Matrices of one shape and geometry go through the ascent together (batched), with no host sync inside it but a
+convergence check every `check_every` iterations. Two scalings: "rms" (ours: G scaled to unit RMS entries, so alpha
+means the same for every matrix, and Muon's lr sqrt(max(1, m/n))) and "reference" (the paper's code: raw Nesterov
+momentum G + mu buf with buf = mu buf + grad, lr without a shape factor, weight decay on unconstrained matrices only).
 """
 
 import math
@@ -24,66 +27,94 @@ import math
 import torch
 
 GEOMETRIES = ("none", "stiefel", "dgram", "oblique")
+SCALINGS = ("rms", "reference")
+INITS = ("reference", "polar")
+RETRACTIONS = ("clean", "reference")
 EPS = 1e-7
 MUON_NS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's quintic: fast, singular values end anywhere in [0.68, 1.21]
 EXACT_NS = (1.875, -1.25, 0.375)  # p(s) = (15 s - 10 s^3 + 3 s^5) / 8: p(1) = 1, p'(1) = p''(1) = 0, cubic convergence
 MSIGN_STEPS = (MUON_NS,) * 8 + (EXACT_NS,) * 3  # 8 fast steps lift singular values >= 1e-4 |X|_F, 3 exact ones finish
 
 
+def _addmm(inp, a, b, beta, alpha=1.0):
+    """beta inp + alpha a @ b, for matrices (addmm, torch.optim.Muon's op) or batches of them (baddbmm)."""
+    return (torch.addmm if inp.dim() == 2 else torch.baddbmm)(inp, a, b, beta=beta, alpha=alpha)
+
+
 def msign(x, steps=MSIGN_STEPS, dtype=None):
-    """Polar factor U V^T of x = U S V^T by odd polynomial steps X <- a X + (b XX^T + c (XX^T)^2) X
+    """Polar factor U V^T of x = U S V^T (..., m, n) by odd polynomial steps X <- a X + (b XX^T + c (XX^T)^2) X
     (bf16 on CUDA, fp32 elsewhere unless dtype is given). The Frobenius scaling puts the singular values in [0, 1]."""
     dtype = dtype or (torch.bfloat16 if x.is_cuda else torch.float32)
-    transpose = x.size(0) > x.size(1)
+    transpose = x.size(-2) > x.size(-1)
     y = x.to(dtype)
-    y = y.T if transpose else y  # wide: the Gram y y^T is the small one
-    y = y / y.norm().clamp(min=EPS)
+    y = y.mT if transpose else y  # wide: the Gram y y^T is the small one
+    y = y / y.norm(dim=(-2, -1), keepdim=True).clamp(min=EPS)
     for a, b, c in steps:  # the op order of torch.optim.Muon's Newton-Schulz, so steps=(MUON_NS,)*5 in bf16 matches it
-        gram = y @ y.T  # (n, n)
-        y = torch.addmm(y, torch.addmm(gram, gram, gram, beta=b, alpha=c), y, beta=a)
-    return (y.T if transpose else y).to(x.dtype)
+        gram = y @ y.mT  # (..., n, n)
+        y = _addmm(y, _addmm(gram, gram, gram, beta=b, alpha=c), y, beta=a)
+    return (y.mT if transpose else y).to(x.dtype)
 
 
 def project(s, geometry):
-    """P: the entries of a symmetric (n, n) matrix that the geometry's constraint fixes."""
+    """P: the entries of symmetric (..., n, n) matrices that the geometry's constraint fixes."""
     if geometry == "stiefel":
         return s
-    diag = torch.diag_embed(torch.diagonal(s))
+    diag = torch.diag_embed(torch.diagonal(s, dim1=-2, dim2=-1))
     return s - diag if geometry == "dgram" else diag
 
 
-def tangent_direction(w, g, geometry, iters=20, alpha=0.1, tol=1e-3, steps=(MUON_NS,) * 5):
-    """(A, dual iterations run, its rms(H)): A = msign(G + 2 W Lambda) with Lambda from dual ascent, so that
-    P(W^T A + A^T W) ~ 0; the iterate with the smallest rms(H) is returned. w (m, n) tall, on its manifold;
-    g (m, n) the momentum. msign here is Muon's quintic (`steps`): with Lambda = 0 A is Muon's update, and its
-    smooth sign makes the dual better conditioned than the exact polar factor does (README)."""
-    w32, g = w.float(), g.float()
-    g = g * (math.sqrt(g.numel()) / g.norm().clamp(min=EPS))  # unit RMS entries: alpha is in units of G's entries
-    sym = lambda a: project(w32.T @ a + a.T @ w32, geometry)  # noqa: E731  (n, n)
-    lam = -0.25 * sym(g)  # (n, n); for stiefel, G + 2 W Lambda is G's tangent projection
-    best_a, best_rms = None, math.inf
+def rms(h):
+    """Root mean square of the entries of each (..., n, n) matrix."""
+    return h.norm(dim=(-2, -1)) / math.sqrt(h.size(-1) * h.size(-2))
+
+
+def dual_ascent(w, g, lam, geometry, iters=20, alpha=0.1, tol=1e-3, check_every=5, steps=(MUON_NS,) * 5,
+                dtype=None):
+    """(A, Lambda, iterations run, rms(H) per matrix): A = msign(G + 2 W Lambda) with Lambda after the ascent, so
+    that P(W^T A + A^T W) ~ 0. w, g (..., m, n) tall fp32, w on its manifold; lam (..., n, n) the start. msign here
+    is Muon's quintic (`steps`): with Lambda = 0, A is Muon's update. The returned Lambda has taken the last
+    iteration's step too, ready to warm-start the next optimizer step."""
+    def sym(a):
+        return project(w.mT @ a + a.mT @ w, geometry)  # (..., n, n)
     for k in range(iters):
-        a = msign(g + 2 * w32 @ lam, steps).float()  # (m, n)
+        a = msign(g + 2 * w @ lam, steps, dtype).float()  # (..., m, n)
         h = sym(a)
-        rms = (h.norm() / math.sqrt(h.numel())).item()
-        if best_a is None or rms < best_rms:
-            best_a, best_rms = a, rms
-        if rms < tol:
-            break
         lam = lam - alpha * (1 - k / iters) * h
-    return best_a, k + 1, best_rms
+        if (k + 1) % check_every == 0 and k + 1 < iters and bool(rms(h).max() < tol):  # one host sync per check
+            break
+    return a, lam, k + 1, rms(h)
 
 
-def retract(w, geometry):
-    """Back onto the manifold: stiefel msign(W); dgram Q diag(Q^T W) with Q = msign(W) (the polar decomposition
-    W = Q S without the off-diagonal of S); oblique unit columns; none unchanged. w (m, n) tall, fp32."""
+def tangent_direction(w, g, geometry, lam=None, **ascent):
+    """dual_ascent from lam (warm start) or from Lambda_0 = -1/4 P(W^T G + G^T W): (A, Lambda, iterations, rms(H))."""
+    lam = -0.25 * project(w.mT @ g + g.mT @ w, geometry) if lam is None else lam  # stiefel: G's tangent part
+    return dual_ascent(w, g, lam, geometry, **ascent)
+
+
+def polar(x):
+    """Polar factor x (x^T x)^(-1/2) of well-conditioned tall matrices (..., m, n) from the eigendecomposition of
+    their Gram matrix: exact and cheaper than msign for points one step away from a manifold."""
+    lam, v = torch.linalg.eigh(x.mT @ x)  # (..., n), (..., n, n)
+    return x @ (v * lam.clamp(min=1e-12).rsqrt().unsqueeze(-2)) @ v.mT
+
+
+def retract(w, geometry, retraction="clean", near=True):
+    """Back onto the manifold, w (..., m, n) tall fp32. stiefel: the polar factor; dgram: Q diag(Q^T W) with Q the
+    polar factor of W with unit columns (clean: idempotent) or, retraction="reference", U V^T diag(sigma) from the SVD
+    (the paper's: column norms re-sorted by size, not idempotent); oblique: unit columns. near: w is one step away
+    from the manifold, hence well conditioned, and the Gram-based polar factor is exact (else msign)."""
+    def polar_factor(x):
+        return polar(x) if near else msign(x, dtype=torch.float32)
     if geometry == "stiefel":
-        return msign(w, dtype=torch.float32)
+        return polar_factor(w)
     if geometry == "dgram":
-        q = msign(w, dtype=torch.float32)
-        return q * (q * w).sum(0)  # column j scaled by q_j . w_j
+        if retraction == "reference":
+            u, s, vt = torch.linalg.svd(w, full_matrices=False)
+            return (u @ vt) * s.unsqueeze(-2)
+        q = polar_factor(w / w.norm(dim=-2, keepdim=True).clamp(min=EPS))
+        return q * (q * w).sum(-2, keepdim=True)  # column j scaled by q_j . w_j
     if geometry == "oblique":
-        return w / w.norm(dim=0).clamp(min=EPS)
+        return w / w.norm(dim=-2, keepdim=True).clamp(min=EPS)
     return w
 
 
@@ -98,21 +129,26 @@ def adjusted_lr(lr, shape):
 
 
 class ManifoldMuon(torch.optim.Optimizer):
-    """Muon with a manifold per param group (group["geometry"] in GEOMETRIES). Nesterov momentum and the learning
-    rate and weight decay of torch.optim.Muon; geometry "none" is torch.optim.Muon's step exactly (with
-    ns_dtype="bfloat16"; "float32" runs its Newton-Schulz in fp32, for CPUs without native bf16). Call
-    project_() once on fresh weights (not when resuming) to put them on their manifolds."""
+    """Muon with a manifold per param group (group["geometry"] in GEOMETRIES). With scaling="rms", the Nesterov
+    momentum, learning rate and weight decay of torch.optim.Muon; geometry "none" is then torch.optim.Muon's step
+    exactly (with ns_dtype="bfloat16"; "float32" runs its Newton-Schulz in fp32, for CPUs without native bf16).
+    Call project_() once on fresh weights (not when resuming) to put them on their manifolds."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0, geometry="none",
-                 iters=20, alpha=0.1, tol=1e-3, ns_steps=5, ns_dtype="bfloat16"):
+                 iters=2, alpha=0.3, tol=1e-3, check_every=5, warm_start=False, scaling="rms", init="reference",
+                 retraction="clean", ns_steps=5, ns_dtype="bfloat16"):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, geometry=geometry,
-                        iters=iters, alpha=alpha, tol=tol, ns_steps=ns_steps, ns_dtype=ns_dtype)
+                        iters=iters, alpha=alpha, tol=tol, check_every=check_every, warm_start=warm_start,
+                        scaling=scaling, init=init, retraction=retraction, ns_steps=ns_steps, ns_dtype=ns_dtype)
         super().__init__(params, defaults)
         for group in self.param_groups:
-            if group["geometry"] not in GEOMETRIES:
-                raise ValueError(f"geometry={group['geometry']!r}: choose one of {', '.join(GEOMETRIES)}")
-            if group["iters"] < 1:
-                raise ValueError(f"iters={group['iters']} (dual ascent steps K) must be >= 1")
+            for key, allowed in (("geometry", GEOMETRIES), ("scaling", SCALINGS), ("init", INITS),
+                                 ("retraction", RETRACTIONS)):
+                if group[key] not in allowed:
+                    raise ValueError(f"{key}={group[key]!r}: choose one of {', '.join(allowed)}")
+            if group["iters"] < 1 or group["check_every"] < 1:
+                raise ValueError(f"iters={group['iters']} (dual ascent steps K) and check_every="
+                                 f"{group['check_every']} must be >= 1")
             names = group.get("names") or [f"param {i}" for i in range(len(group["params"]))]
             for name, p in zip(names, group["params"]):
                 if p.dim() != 2:
@@ -121,54 +157,97 @@ class ManifoldMuon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def project_(self):
-        """Put every constrained weight on its manifold: the polar factor of its current value (unit singular
-        values; the point where stiefel, dgram and oblique meet)."""
+        """Put every constrained weight on its manifold. init="reference" (the paper's): the retraction of the
+        current value, so DGram keeps its singular values (U V^T diag(sigma)); init="polar": the polar factor
+        (all singular values 1, where stiefel, dgram and oblique meet)."""
         for group in self.param_groups:
-            if group["geometry"] != "none":
-                for p in group["params"]:
-                    w = tall(p)
-                    w.copy_(msign(w, dtype=torch.float32))
+            geometry = group["geometry"]
+            if geometry == "none":
+                continue
+            for p in group["params"]:
+                w = tall(p)
+                if group["init"] == "polar":
+                    w.copy_(msign(w.float(), dtype=torch.float32))
+                else:
+                    w.copy_(retract(w.float(), geometry, "reference", near=False))
+
+    def _momentum(self, p, group):
+        """The direction fed to the update: torch.optim.Muon's Nesterov lerp (rms) or the paper's raw sum."""
+        state, mu = self.state[p], group["momentum"]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        buf = state["momentum_buffer"]
+        if group["scaling"] == "reference":  # buf = mu buf + g; g + mu buf
+            buf.mul_(mu).add_(p.grad)
+            return p.grad + mu * buf if group["nesterov"] else buf
+        buf.lerp_(p.grad, 1 - mu)
+        return p.grad.lerp(buf, mu) if group["nesterov"] else buf
 
     @torch.no_grad()
     def step(self, closure=None):
-        """Momentum, then per matrix Muon's update (none) or the tangent direction and a retraction."""
+        """Momentum, then per matrix Muon's update (none) or, per bucket of equal shapes, the batched dual ascent
+        and a retraction."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, geometry, momentum = group["lr"], group["geometry"], group["momentum"]
+            lr, reference = group["lr"], group["scaling"] == "reference"
+            buckets = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - momentum)
-                g = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                p.mul_(1 - lr * group["weight_decay"])
-                if geometry == "none":
+                g = self._momentum(p, group)
+                if group["geometry"] == "none":
+                    p.mul_(1 - lr * group["weight_decay"])
                     ns_dtype = getattr(torch, group["ns_dtype"])  # bfloat16: torch.optim.Muon's step exactly
-                    p.add_(msign(g, (MUON_NS,) * group["ns_steps"], ns_dtype), alpha=-adjusted_lr(lr, p.shape))
+                    step = msign(g, (MUON_NS,) * group["ns_steps"], ns_dtype)
+                    p.add_(step, alpha=-(lr if reference else adjusted_lr(lr, p.shape)))
                     continue
-                w = tall(p)
-                a, state["dual_iters"], state["tangent_rms"] = tangent_direction(
-                    w, tall(g), geometry, group["iters"], group["alpha"], group["tol"], (MUON_NS,) * group["ns_steps"])
-                w.copy_(retract(w.float() - adjusted_lr(lr, p.shape) * a, geometry))
+                if not reference:
+                    p.mul_(1 - lr * group["weight_decay"])
+                buckets.setdefault(tuple(tall(p).shape), []).append((p, tall(g)))
+            for bucket in buckets.values():
+                self._constrained_step(bucket, group)
         return loss
+
+    def _constrained_step(self, bucket, group):
+        """One batched manifold step for same-shape matrices [(param, its tall momentum), ...]."""
+        geometry, lr = group["geometry"], group["lr"]
+        w = torch.stack([tall(p).float() for p, _ in bucket])  # (k, m, n)
+        g = torch.stack([t.float() for _, t in bucket])
+        if group["scaling"] == "rms":  # unit RMS entries: alpha is in units of G's entries
+            g = g * (math.sqrt(g[0].numel()) / g.norm(dim=(-2, -1), keepdim=True).clamp(min=EPS))
+        states = [self.state[p] for p, _ in bucket]
+        warm = group["warm_start"] and all("dual" in st for st in states)
+        a, lam, iters, h_rms = tangent_direction(
+            w, g, geometry, torch.stack([st["dual"] for st in states]) if warm else None, iters=group["iters"],
+            alpha=group["alpha"], tol=group["tol"], check_every=group["check_every"],
+            steps=(MUON_NS,) * group["ns_steps"], dtype=getattr(torch, group["ns_dtype"]))
+        step_lr = lr if group["scaling"] == "reference" else adjusted_lr(lr, bucket[0][0].shape)
+        new = retract(w - step_lr * a, geometry, group["retraction"])
+        for i, ((p, _), st) in enumerate(zip(bucket, states)):
+            tall(p).copy_(new[i])
+            st["dual"], st["dual_iters"], st["tangent_rms"] = lam[i], iters, h_rms[i]  # tensors: no host sync
+
+
+def module_of(name):
+    """'attn', 'mlp' or 'other': the module of a hidden matrix, by its parameter name."""
+    return "attn" if ".attn." in name else "mlp" if ".mlp." in name else "other"
 
 
 def module_geometry(name, attn="none", mlp="none"):
     """Geometry of a hidden matrix by its parameter name: attn for '.attn.', mlp for '.mlp.', else none."""
-    return attn if ".attn." in name else mlp if ".mlp." in name else "none"
+    return {"attn": attn, "mlp": mlp}.get(module_of(name), "none")
 
 
 def geometry_groups(named, attn="none", mlp="none", **group):
-    """Param groups of ManifoldMuon, one per geometry, from (name, param) pairs; group holds the other keys."""
+    """Param groups of ManifoldMuon, one per module (attn, mlp, other) with its geometry, from (name, param) pairs;
+    group holds the other keys."""
     out = {}
     for name, p in named:
-        g = out.setdefault(module_geometry(name, attn, mlp), {"params": [], "names": []})
+        g = out.setdefault(module_of(name), {"params": [], "names": []})
         g["params"].append(p)
         g["names"].append(name)
-    return [{**g, **group, "geometry": geo} for geo, g in out.items()]
+    return [{**g, **group, "module": mod, "geometry": {"attn": attn, "mlp": mlp}.get(mod, "none")}
+            for mod, g in out.items()]

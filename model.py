@@ -23,6 +23,8 @@ CHOICES = {
     "split": ("lie_trotter", "euler", "imex"),
     "v0": ("embed", "zero"),
     "arch": ("gpt", "ngpt", "nugpt"),
+    "position": ("learned", "rope"),
+    "activation": ("gelu", "swiglu"),
 }
 COEF_NAMES = ("mu", "beta", "gamma_a", "gamma_m", "mu_a", "beta_a", "mu_m", "beta_m", "gamma_m")
 
@@ -68,6 +70,8 @@ class GPTConfig:
     arch: str = "gpt"  # gpt | ngpt | nugpt (normalized transformer family)
     ref_width: int = 0  # nuGPT: reference width (m_w = n_embd / ref_width)
     ref_depth: int = 0  # nuGPT: reference depth (m_L = n_layer / ref_depth)
+    position: str = "learned"  # learned (a wpe table, GPT-2) | rope (rotary q, k; nGPT's choice)
+    activation: str = "gelu"  # gelu (GPT-2's 4x MLP) | swiglu (u * silu(v), hidden 4x; nGPT's choice)
 
     def __post_init__(self):
         problems = self.problems()
@@ -137,8 +141,28 @@ def unit(x, dim=-1):
     return F.normalize(x, dim=dim, eps=1e-6)
 
 
+def gain_storage(config):
+    """Stored size of the gains alpha, s_qk, s_z: nGPT 1/sqrt(d), so their relative Adam step grows as sqrt(d);
+    nuGPT a constant 0.03, so it does not depend on the width."""
+    return 0.03 if config.arch == "nugpt" else config.n_embd**-0.5
+
+
+def rope_tables(head_dim, length, base=10000.0):
+    """cos, sin (length, head_dim) of rotary embeddings: position t turns dims (i, i + hs/2) by t * base^(-2i/hs)."""
+    freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hs/2,)
+    angle = torch.outer(torch.arange(length, dtype=torch.float32), freq)  # (length, hs/2)
+    return torch.cat([angle.cos()] * 2, dim=-1), torch.cat([angle.sin()] * 2, dim=-1)
+
+
+def rotate(x, cos, sin):
+    """RoPE on x (B, nh, T, hs) with cos, sin (T, hs): x cos + rotate_half(x) sin."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
+
+
 class Scale(nn.Module):
-    """nGPT's learned scale: stored as `init_scale`-sized values, used times init/init_scale."""
+    """nGPT's learned scale: stored as `init_scale`-sized values, used times init/init_scale (so Adam's step on the
+    stored value, ~lr, moves the effective one by ~lr * init/init_scale)."""
 
     def __init__(self, size, init, init_scale):
         super().__init__()
@@ -184,13 +208,17 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
-        self.s_qk = Scale(config.n_embd, 1.0, config.n_embd**-0.5) if config.arch != "gpt" else None  # per head and dim
+        # nGPT: a scale per head and dimension
+        self.s_qk = Scale(config.n_embd, 1.0, gain_storage(config)) if config.arch != "gpt" else None
 
-    def qkv(self, x):
-        """Queries, keys, values (B, nh, T, hs) of x (B, T, C) and the softmax scale of q.k (None: 1/sqrt(hs))."""
+    def qkv(self, x, rope=None):
+        """Queries, keys, values (B, nh, T, hs) of x (B, T, C) and the softmax scale of q.k (None: 1/sqrt(hs));
+        rope: (cos, sin) of the positions of x, applied to q and k (before nGPT's normalisation)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         scale = None
         if self.s_qk is not None:  # nGPT: unit q, k with a learned scale; softmax scale sqrt(hs)
             s_qk = self.s_qk().view(self.n_head, 1, C // self.n_head)  # (nh, 1, hs)
@@ -198,9 +226,9 @@ class CausalSelfAttention(nn.Module):
             scale = math.sqrt(C // self.n_head)
         return q, k, v, scale
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, rope=None):
         B, T, C = x.size()
-        q, k, v, scale = self.qkv(x)
+        q, k, v, scale = self.qkv(x, rope)
         mask = None
         if cache is not None:  # attend to the whole cache, masked: fixed shapes
             k, v, mask = cache.update(k, v)  # (B, nh, L, hs), (T, L) or None
@@ -211,20 +239,31 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """gelu: c_proj(gelu(c_fc x)); swiglu: c_fc gives u, v (4C each) and c_proj(u * silu(v))."""
+
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.swiglu, hidden = config.activation == "swiglu", 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.swiglu else hidden, bias=config.bias)
         self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        # nGPT: unit inputs and rows give cosines ~ 1/sqrt(d); a learned scale times sqrt(d) restores the range
-        self.s_u = Scale(4 * config.n_embd, 1.0, 1.0) if config.arch != "gpt" else None
-        self.u_mult = math.sqrt(config.n_embd)
+        # nGPT: unit inputs and rows give cosines ~ 1/sqrt(d); a learned scale times sqrt(d) restores the range of the
+        # activation's input (GELU: h; SwiGLU: v, with s_u on u), stored at its init 1
+        ngpt = config.arch != "gpt"
+        self.s_u = Scale(hidden, 1.0, 1.0) if ngpt else None
+        self.s_v = Scale(hidden, 1.0, 1.0) if ngpt and self.swiglu else None
+        self.sqrt_d = math.sqrt(config.n_embd)
 
     def forward(self, x):
-        h = self.c_fc(x)  # (B, T, 4C)
+        h = self.c_fc(x)  # (B, T, 4C) or (B, T, 8C)
+        if self.swiglu:
+            u, v = h.chunk(2, dim=-1)  # (B, T, 4C) each
+            if self.s_u is not None:
+                u, v = u * self.s_u(), v * (self.s_v() * self.sqrt_d)
+            return self.dropout(self.c_proj(u * F.silu(v)))
         if self.s_u is not None:
-            h = h * (self.s_u() * self.u_mult)
+            h = h * (self.s_u() * self.sqrt_d)
         return self.dropout(self.c_proj(self.gelu(h)))
 
 
@@ -246,7 +285,7 @@ class Block(nn.Module):
             setattr(self, name, nn.LayerNorm(d, bias=False) if c.lnv else None)
         if c.arch != "gpt":  # per-dimension sphere step sizes, effective init 0.05 (0.05 / m_L for nuGPT)
             alpha = 0.05 * (c.ref_depth / c.n_layer if c.arch == "nugpt" else 1.0)
-            self.alpha_a, self.alpha_m = Scale(d, alpha, d**-0.5), Scale(d, alpha, d**-0.5)
+            self.alpha_a, self.alpha_m = (Scale(d, alpha, gain_storage(c)) for _ in range(2))
 
     def coef(self, *names):
         """Effective coefficients by name (mu, beta = sigmoid, gamma = softplus of the raw value); None if absent."""
@@ -334,22 +373,28 @@ class GPT(nn.Module):
         super().__init__()
         self.config = c = config
         d = c.n_embd
+        learned = c.position == "learned"
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(c.vocab_size, d),
-            wpe=nn.Embedding(c.block_size, d),
+            **({"wpe": nn.Embedding(c.block_size, d)} if learned else {}),
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList([Block(c) for _ in range(c.n_layer)]),
             ln_f=nn.LayerNorm(d, bias=c.bias) if c.arch == "gpt" else nn.Identity(),
         ))
         if c.v0 == "embed":
             self.transformer.wte_v = nn.Embedding(c.vocab_size, d)
-            self.transformer.wpe_v = nn.Embedding(c.block_size, d)
+            if learned:
+                self.transformer.wpe_v = nn.Embedding(c.block_size, d)
+        if not learned:  # rotary tables, not parameters (not in the state dict)
+            cos, sin = rope_tables(d // c.n_head, c.block_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.lm_head = nn.Linear(d, c.vocab_size, bias=False)
         if c.arch == "gpt":
             self.transformer.wte.weight = self.lm_head.weight  # weight tying (nanoGPT)
         else:  # nGPT: untied head and learned logit scale s_z (init sqrt(m_w) for nuGPT)
             sz = math.sqrt(d / c.ref_width) if c.arch == "nugpt" else 1.0
-            self.s_z = Scale(c.vocab_size, sz, d**-0.5)
+            self.s_z = Scale(c.vocab_size, sz, gain_storage(c))
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():
             if pn.endswith("c_proj.weight"):  # GPT-2's scaled init of residual projections
@@ -357,9 +402,10 @@ class GPT(nn.Module):
         self.normalize_weights()
         if c.embed_extra:  # created last and zero: the same initial weights and function as without them
             self.transformer.wte_x = nn.Embedding(c.vocab_size, d)
-            self.transformer.wpe_x = nn.Embedding(c.block_size, d)
             nn.init.zeros_(self.transformer.wte_x.weight)
-            nn.init.zeros_(self.transformer.wpe_x.weight)
+            if learned:
+                self.transformer.wpe_x = nn.Embedding(c.block_size, d)
+                nn.init.zeros_(self.transformer.wpe_x.weight)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -381,13 +427,16 @@ class GPT(nn.Module):
         pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
         if cache is not None:
             pos = pos + cache[0].pos  # after the cached positions
-        x = tr.wte(idx) + tr.wpe(pos)  # X_0: (B, T, C)
+        learned, rope = c.position == "learned", None
+        if not learned:
+            rope = self.rope_cos[pos], self.rope_sin[pos]  # (T, hs) each
+        x = tr.wte(idx) + tr.wpe(pos) if learned else tr.wte(idx)  # X_0: (B, T, C)
         if c.embed_extra:
-            x = x + tr.wte_x(idx) + tr.wpe_x(pos)
+            x = x + tr.wte_x(idx) + (tr.wpe_x(pos) if learned else 0)
         x = tr.drop(x)
         v = None
         if c.v0 == "embed":
-            v = tr.drop(tr.wte_v(idx) + tr.wpe_v(pos))  # V_0: (B, T, C)
+            v = tr.drop(tr.wte_v(idx) + tr.wpe_v(pos) if learned else tr.wte_v(idx))  # V_0: (B, T, C)
         elif c.velocity:
             v = torch.zeros_like(x)
         if c.arch != "gpt":
@@ -395,7 +444,7 @@ class GPT(nn.Module):
         step = 2**level  # multilevel: a coarse layer is a step 2^j times longer
         for i in self.layer_ids(level, offset):
             b = tr.h[i]
-            A = lambda z, b=b, i=i: b.attn(b.ln_1(z), None if cache is None else cache[i])  # noqa: E731
+            A = lambda z, b=b, i=i: b.attn(b.ln_1(z), None if cache is None else cache[i], rope)  # noqa: E731
             M = lambda z, b=b: b.mlp(b.ln_2(z))  # noqa: E731
             if c.arch != "gpt":  # sphere steps with attention, then MLP
                 x = sphere_step(x, A, step * b.alpha_a())
@@ -469,11 +518,12 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len=None, level=0):
         """Training FLOPs per token (forward + backward = 3x forward), counting every oracle call:
-        attention 8d^2 + 4Td, MLP 16d^2 (k times for imex), head 2dV; nanoGPT's 6N + 12LdT for the baseline."""
+        attention 8d^2 + 4Td, MLP 16d^2 (SwiGLU 24d^2; k times for imex), head 2dV; nanoGPT's 6N + 12LdT for the
+        baseline."""
         c = self.config
         d, T = c.n_embd, seq_len or c.block_size
         mlp_calls = c.imex_iters if c.split == "imex" else 1
-        layer = 8 * d * d + 4 * T * d + mlp_calls * 16 * d * d
+        layer = 8 * d * d + 4 * T * d + mlp_calls * (24 if c.activation == "swiglu" else 16) * d * d
         return 3 * (len(self.layer_ids(level)) * layer + 2 * d * c.vocab_size)
 
     @classmethod

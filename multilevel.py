@@ -12,11 +12,17 @@ pure function of the iteration number, so resuming in the middle of a cycle cont
 - mode "cascade": level m-1 for n_{m-1} steps, ..., level 1 for n_1 steps, then level 0 to the end (n_0 is
   not used); step s of level j's phase uses offset s mod 2^j, so every layer trains.
 - multilevel_until = U > 0: iterations U, U+1, ... train the fine model only (0: no limit).
+- multilevel_momentum: the optimizer state at a level switch is kept (shared moments), reset (a fresh state, step
+  counts too) or kept per level (LevelStates). multilevel_correction = tau > 0: coarse phases minimise
+  f_H - <v, .> with MG/OPT's first-order coherence term v (Coherence).
 """
+
+from collections import defaultdict
 
 from model import layer_ids
 
 MODES = ("cycle", "cascade")
+MOMENTA = ("keep", "reset", "per_level")
 
 
 def enabled(cfg):
@@ -33,6 +39,12 @@ def problems(cfg, n_layer=None):
         out.append(f"multilevel_mode={cfg.multilevel_mode!r}: choose one of {', '.join(MODES)}")
     if cfg.multilevel_until < 0:
         out.append(f"multilevel_until={cfg.multilevel_until} must be >= 0 (0: no limit)")
+    if cfg.multilevel_momentum not in MOMENTA:
+        out.append(f"multilevel_momentum={cfg.multilevel_momentum!r}: choose one of {', '.join(MOMENTA)}")
+    if m <= 1 and (cfg.multilevel_momentum != "keep" or cfg.multilevel_correction):
+        out.append("multilevel_momentum and multilevel_correction need multilevel_levels > 1")
+    if cfg.multilevel_correction and cfg.dtype == "float16":
+        out.append("multilevel_correction needs dtype float32 or bfloat16 (fp16's loss scaling is not supported)")
     if m <= 1:
         return out
     if len(n) != m or any(k < 1 for k in n):
@@ -70,14 +82,78 @@ def switched(it, cfg):
     return it > 0 and level_at(it, cfg)[0] != level_at(it - 1, cfg)[0]
 
 
-def reset_momentum(optimizers):
-    """Zero the first moments: AdamW's exp_avg, Muon's momentum_buffer. AdamW's exp_avg_sq (a scale estimate,
-    whose bias correction assumes it was never reset) and step counts are kept."""
+def reset_state(optimizers):
+    """A fresh optimizer state, as if just built: AdamW's moments and step counts, Muon's and SGD's buffers,
+    manifold Muon's dual variables all gone (multilevel_momentum='reset')."""
     for opt in optimizers:
-        for state in opt.state.values():
-            for key in ("exp_avg", "momentum_buffer"):
-                if key in state:
-                    state[key].zero_()
+        opt.state.clear()
+
+
+class LevelStates:
+    """Separate optimizer state per level (multilevel_momentum='per_level'): at a switch the state of the level
+    left is put aside and the new level's own is put back (fresh the first time), shared parameters included."""
+
+    def __init__(self):
+        self.saved = {}  # level -> [optimizer.state of each optimizer]
+
+    def switch(self, optimizers, old, new):
+        self.saved[old] = [opt.state for opt in optimizers]
+        states = self.saved.pop(new, None) or [defaultdict(dict) for _ in optimizers]
+        for opt, state in zip(optimizers, states):
+            opt.state = state
+
+    def state_dict(self, optimizers):
+        """{level: [each optimizer's packed state]} (torch's own packing, by parameter index)."""
+        return {level: [_packed(opt, st) for opt, st in zip(optimizers, states)] for level, states in self.saved.items()}
+
+    def load_state_dict(self, optimizers, saved):
+        self.saved = {level: [_unpacked(opt, packed) for opt, packed in zip(optimizers, states)]
+                      for level, states in saved.items()}
+
+
+def _packed(opt, state):
+    current, opt.state = opt.state, state
+    try:
+        return opt.state_dict()["state"]
+    finally:
+        opt.state = current
+
+
+def _unpacked(opt, packed):
+    current, groups = opt.state, opt.state_dict()["param_groups"]
+    try:
+        opt.load_state_dict({"state": packed, "param_groups": groups})
+        return opt.state
+    finally:
+        opt.state = current
+
+
+class Coherence:
+    """The first-order coherence term of multigrid optimisation (MG/OPT): at the start of a coarse phase, at the
+    shared point x, v = tau (grad f_H(x) - R grad f_h(x)) for every parameter of the coarse network (R: restriction
+    to the shared parameters; here a subset, so R picks the fine gradient's entries); during the phase the coarse
+    objective is f_H - <v, .>, i.e. v is subtracted from every coarse gradient. With tau = 1 the corrected coarse
+    gradient at x equals the fine one."""
+
+    def __init__(self, tau):
+        self.tau, self.v = tau, {}
+
+    def start(self, params, fine_grads):
+        """v from the coarse gradients now in p.grad and the fine ones {param: grad} of the same batch."""
+        self.v = {p: self.tau * (p.grad - fine_grads[p]) for p in params if p.grad is not None}
+
+    def apply(self, params):
+        for p in params:
+            if p in self.v and p.grad is not None:
+                p.grad.sub_(self.v[p])
+
+    def state_dict(self, params):
+        index = {p: i for i, p in enumerate(params)}
+        return {index[p]: v for p, v in self.v.items()}
+
+    def load_state_dict(self, params, state):
+        params = list(params)
+        self.v = {params[int(i)]: v.to(params[int(i)].device) for i, v in state.items()}
 
 
 def recompile_limit(m):

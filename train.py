@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -30,7 +30,8 @@ from configurator import ConfigError, build, known_keys, parse_args
 from data.loader import BinLoader, DataError
 from manifold import GEOMETRIES
 from model import GPT, PRESETS, GPTConfig
-from optim import OPTIMIZERS, build_optimizers, init_manifolds, muon_dtype, set_lr
+from manifold import INITS, RETRACTIONS, SCALINGS
+from optim import GROUPS, OPTIMIZERS, build_optimizers, init_manifolds, muon_dtype, set_lr
 from runlog import RunLog, spectral_record
 
 
@@ -55,12 +56,16 @@ class TrainConfig:
     batch_size: int = 12  # per micro-step and rank
     variant: str = ""  # a preset of model.PRESETS; explicit model keys override it
     # optimizer
-    optimizer: str = "adamw"  # adamw | muon | manifold_muon
+    optimizer: str = "adamw"  # adamw | sgd | muon | manifold_muon
     learning_rate: float = 6e-4  # AdamW learning rate
     max_iters: int = 5000
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
+    adam_eps: float = 1e-8  # AdamW's eps (arch='nugpt': 1e-16 unless given, the nuGPT reference's)
+    sgd_momentum: float = 0.9  # optimizer=sgd: heavy-ball momentum
+    sgd_nesterov: bool = False  # optimizer=sgd: Nesterov momentum
+    group_lr_mult: dict[str, float] = field(default_factory=dict)  # per-group lr factors, e.g. {'head': 2.0} (optim.py)
     grad_clip: float = 1.0  # 0 disables
     muon_lr: float = 0.02
     muon_momentum: float = 0.95
@@ -68,12 +73,16 @@ class TrainConfig:
     muon_dtype: str = "auto"  # Muon's Newton-Schulz: auto (bfloat16 where native, else float32) | bfloat16 | float32
     scalar_lr_mult: float = 5.0  # learning-rate multiplier of the update coefficients
     ref_steps: int = 0  # nuGPT: reference horizon, m_T = max_iters / ref_steps (required for arch='nugpt')
-    nu_c_out: float = 1.0  # nuGPT: output-layer learning-rate constant c_out
+    nu_c_out: float = 0.5  # nuGPT: output-layer learning-rate constant c_out (the reference's 0.5)
     geometry_attn: str = "none"  # manifold_muon: none | stiefel | dgram | oblique for the '.attn.' matrices
     geometry_mlp: str = "none"  # manifold_muon: the same for the '.mlp.' matrices
-    mm_iters: int = 20  # manifold_muon: dual-ascent iterations K
-    mm_alpha: float = 0.1  # manifold_muon: dual step alpha, decayed by (1 - k/K)
+    mm_iters: int = 2  # manifold_muon: dual-ascent iterations K (2: a step costs < 3x Muon's; bench/RESULTS.md)
+    mm_alpha: float = 0.3  # manifold_muon: dual step alpha, decayed by (1 - k/K); in units of G's RMS (mm_scaling=rms)
     mm_tol: float = 1e-3  # manifold_muon: stop the dual ascent when rms(H) < mm_tol
+    mm_warm_start: bool = False  # manifold_muon: start the ascent from the previous step's multiplier (measured: no gain)
+    mm_scaling: str = "rms"  # manifold_muon: rms (unit-RMS momentum, Muon's lr) | reference (the paper's raw momentum)
+    mm_init: str = "reference"  # manifold_muon: reference (DGram keeps its singular values) | polar (all 1)
+    mm_retraction: str = "clean"  # manifold_muon: clean (idempotent DGram retraction) | reference (the paper's SVD)
     spectral_interval: int = 0  # every N iters a "spectral" metrics record (singular values, attention logits); 0: off
     # schedule: linear warmup, then cosine to min_lr at lr_decay_iters
     decay_lr: bool = True
@@ -91,7 +100,9 @@ class TrainConfig:
     multilevel_cycle: tuple[int, ...] = ()  # steps per cycle at level 0 (fine), 1, ..., m-1; run coarse to fine
     multilevel_mode: str = "cycle"  # cycle (repeat) | cascade (coarsest first, each level once, then fine)
     multilevel_until: int = 0  # iterations >= this train the fine model only (0: no limit)
-    multilevel_reset_momentum: bool = False  # zero first moments (AdamW exp_avg, Muon buffer) at a level switch
+    multilevel_momentum: str = "keep"  # optimizer state at a level switch: keep | reset (a fresh state) | per_level
+    multilevel_correction: float = 0.0  # tau: coarse steps get the first-order coherence term (MG/OPT); 0: plain
+    eval_coarse: bool = False  # evaluations also report the 2-level coarse networks (offsets 0, 1) at the shared weights
 
 
     def __post_init__(self):
@@ -105,13 +116,19 @@ class TrainConfig:
                "gradient_accumulation_steps", "batch_size", "mm_iters") if getattr(self, n) < 1]
         out += [f"{n}={getattr(self, n)} must be >= 0" for n in ("max_iters", "warmup_iters", "lr_decay_iters",
                 "ref_steps", "spectral_interval", "learning_rate", "min_lr", "weight_decay", "grad_clip", "muon_lr",
-                "muon_momentum", "muon_weight_decay", "beta1", "beta2", "scalar_lr_mult", "nu_c_out", "mm_alpha",
-                "mm_tol") if getattr(self, n) < 0]
+                "muon_momentum", "muon_weight_decay", "beta1", "beta2", "adam_eps", "sgd_momentum", "scalar_lr_mult",
+                "nu_c_out", "mm_alpha", "mm_tol", "multilevel_correction") if getattr(self, n) < 0]
         choices = {"data_order": ("epoch", "random"), "optimizer": OPTIMIZERS, "geometry_attn": GEOMETRIES,
                    "geometry_mlp": GEOMETRIES, "backend": ("auto", "nccl", "gloo"), "dtype": ("auto", *utils.DTYPES),
-                   "muon_dtype": ("auto", "bfloat16", "float32")}
+                   "muon_dtype": ("auto", "bfloat16", "float32"), "mm_scaling": SCALINGS, "mm_init": INITS,
+                   "mm_retraction": RETRACTIONS}
         out += [f"{n}={getattr(self, n)!r}: choose one of {', '.join(allowed)}"
                 for n, allowed in choices.items() if getattr(self, n) not in allowed]
+        bad = sorted(set(self.group_lr_mult) - set(GROUPS))
+        if bad or any(v <= 0 for v in self.group_lr_mult.values()):
+            out.append(f"group_lr_mult={self.group_lr_mult}: keys from {', '.join(GROUPS)}, values > 0")
+        if {"attn", "mlp"} & set(self.group_lr_mult) and self.optimizer not in ("muon", "manifold_muon"):
+            out.append("group_lr_mult's attn and mlp scale Muon's hidden matrices: use optimizer=muon or manifold_muon")
         if self.variant and self.variant not in PRESETS:
             out.append(f"variant={self.variant!r}: choose one of {', '.join(PRESETS)}")
         if self.min_lr > self.learning_rate:
@@ -148,9 +165,10 @@ def resolve(raw, base=None):
     except ConfigError as e:
         problems.append(str(e))
     if cfg and mcfg:
-        if mcfg.arch != "gpt":  # nGPT needs no weight decay and no warmup: 0 unless given explicitly
+        if mcfg.arch != "gpt":  # nGPT: no weight decay, no warmup (nuGPT: Adam eps 1e-16), unless given explicitly
             given = {**base, **raw}
-            cfg = replace(cfg, **{k: v for k, v in dict(weight_decay=0.0, warmup_iters=0).items() if k not in given})
+            arch_defaults = dict(weight_decay=0.0, warmup_iters=0, **({"adam_eps": 1e-16} if mcfg.arch == "nugpt" else {}))
+            cfg = replace(cfg, **{k: v for k, v in arch_defaults.items() if k not in given})
         problems += joint_problems(cfg, mcfg)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -162,7 +180,7 @@ def joint_problems(cfg, mcfg):
     out = []
     if mcfg.arch == "nugpt" and not cfg.ref_steps:
         out.append("arch='nugpt' needs ref_steps > 0, the reference horizon (m_T = max_iters / ref_steps)")
-    if mcfg.arch != "nugpt" and (cfg.ref_steps or cfg.nu_c_out != 1.0):
+    if mcfg.arch != "nugpt" and (cfg.ref_steps or cfg.nu_c_out != TrainConfig.nu_c_out):
         out.append(f"ref_steps and nu_c_out only apply to arch='nugpt' (got arch={mcfg.arch!r}): remove them")
     if mcfg.arch != "gpt" and {cfg.geometry_attn, cfg.geometry_mlp} != {"none"}:
         out.append(f"arch={mcfg.arch!r} keeps its matrices on spheres itself: use geometry_attn=none and "
@@ -279,8 +297,9 @@ def rng_state(device_type):
 
 
 @torch.no_grad()
-def evaluate(model, loaders, iters, ctx, dist_):
-    """Mean loss over the same `iters` batches of each split every time, averaged over ranks."""
+def evaluate(model, loaders, iters, ctx, dist_, level=0, offset=0):
+    """Mean loss over the same `iters` batches of each split every time, averaged over ranks (level, offset: a
+    coarse network of multilevel.py)."""
     out = {}
     model.eval()
     for split, loader in loaders.items():
@@ -289,7 +308,7 @@ def evaluate(model, loaders, iters, ctx, dist_):
         for _ in range(iters):
             x, y = loader.next_batch()
             with ctx:
-                total += model(x, y)[1].item()
+                total += model(x, y, level=level, offset=offset)[1].item()
         out[split] = dist_.mean(total / iters)
     model.train()
     return out
@@ -323,6 +342,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(d.device_type, enabled=dtype == "float16")
         self.it, self.best_val, self.last_val, self.flops, self.elapsed0 = 0, float("inf"), None, 0, 0.0
         self.resumed_at = None  # the iteration of the checkpoint resumed from, evaluated there already or not
+        self.levels = multilevel.LevelStates() if cfg.multilevel_momentum == "per_level" else None
+        self.coherence = multilevel.Coherence(cfg.multilevel_correction) if cfg.multilevel_correction else None
         if cfg.init_from == "resume":
             self.load_state(ckpt)
         elif ckpt is None:
@@ -350,6 +371,11 @@ class Trainer:
         self.it, self.best_val, self.last_val = ckpt["iter_num"], ckpt["best_val_loss"], ckpt.get("last_val_loss")
         self.flops, self.elapsed0 = ckpt.get("flops", 0), ckpt.get("elapsed", 0.0)
         self.resumed_at = (ckpt["iter_num"], ckpt["evaluated"])
+        saved = ckpt.get("multilevel", {})
+        if self.levels is not None:
+            self.levels.load_state_dict(self.optimizers, saved.get("levels", {}))
+        if self.coherence is not None:
+            self.coherence.load_state_dict(self.raw_model.parameters(), saved.get("coherence", {}))
         rank_state = ckpt["rank_states"][self.d.rank % len(ckpt["rank_states"])]
         self.train_loader.load_state_dict(rank_state["loader"])
         torch.set_rng_state(rank_state["rng"]["torch"])
@@ -395,7 +421,16 @@ class Trainer:
                              "scaler": self.scaler.state_dict(), "iter_num": self.it, "best_val_loss": self.best_val,
                              "evaluated": self.evaluated == self.it, "last_val_loss": self.last_val,
                              "flops": self.flops, "elapsed": self.elapsed(), "config": asdict(self.cfg),
-                             "rank_states": states}, self.out_dir, names)
+                             "multilevel": self.multilevel_state(), "rank_states": states}, self.out_dir, names)
+
+    def multilevel_state(self):
+        """What multilevel training keeps besides the optimizers: per-level states, the coherence term."""
+        out = {}
+        if self.levels is not None:
+            out["levels"] = self.levels.state_dict(self.optimizers)
+        if self.coherence is not None:
+            out["coherence"] = self.coherence.state_dict(list(self.raw_model.parameters()))
+        return out
 
     def eval_and_save(self):
         """Evaluate (and save ckpt.pt, and best.pt when the validation loss improved)."""
@@ -407,12 +442,18 @@ class Trainer:
         self.last_val, self.evaluated = losses["val"], self.it
         improved = losses["val"] < self.best_val
         self.best_val = min(self.best_val, losses["val"])
+        coarse = {}
+        if cfg.eval_coarse:  # the coarse networks at the same weights: how coherent they are with the fine one
+            coarse = {f"1.{o}": evaluate(self.model, self.eval_loaders, cfg.eval_iters, self.ctx, self.d, 1, o)
+                      for o in (0, 1)}
+            coarse = dict(coarse_train_loss={k: v["train"] for k, v in coarse.items()},
+                          coarse_val_loss={k: v["val"] for k, v in coarse.items()})
         seconds = time.time() - t0
         if self.d.master:
             print(f"step {self.it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} (eval {seconds:.1f} s)")
             self.log.log("eval", **self.stamp(), train_loss=losses["train"], val_loss=losses["val"],
                          lr=cfg.learning_rate * lr_factor(self.it, cfg), eval_seconds=seconds,
-                         coef=self.raw_model.coefficients())
+                         coef=self.raw_model.coefficients(), **coarse)
         if not cfg.eval_only and self.it > 0:
             if improved:
                 self.checkpoint((checkpoint.LATEST, checkpoint.BEST))
@@ -425,21 +466,49 @@ class Trainer:
                               self.cfg.geometry_attn, self.cfg.geometry_mlp, self.optimizers)
         self.log.log("spectral", **self.stamp(), **rec)
 
+    def backward(self, batches, level, offset):
+        """Forward and backward of the (level, offset) network over the micro-batches; their summed loss."""
+        total = torch.zeros((), device=self.d.device)
+        for micro, (x, y) in enumerate(batches):
+            if self.d.ddp:
+                self.model.require_backward_grad_sync = micro == len(batches) - 1  # all-reduce on the last only
+            with self.ctx:
+                _, loss = self.model(x, y, level=level, offset=offset)
+            total += loss.detach()
+            self.scaler.scale(loss / len(batches)).backward()
+        return total
+
+    def switch_level(self):
+        """Level (and offset) of this step; the optimizer state handled as multilevel_momentum says; whether a coarse
+        phase starts here."""
+        cfg, it = self.cfg, self.it
+        level, offset = multilevel.level_at(it, cfg)
+        previous = multilevel.level_at(it - 1, cfg) if it > 0 else None
+        if previous is not None and previous[0] != level:
+            if cfg.multilevel_momentum == "reset":
+                multilevel.reset_state(self.optimizers)
+            elif cfg.multilevel_momentum == "per_level":
+                self.levels.switch(self.optimizers, previous[0], level)
+        return level, offset, level > 0 and previous != (level, offset)
+
     def step(self):
         """One optimizer step (gradient accumulation, clipping, the multilevel level); the summed loss is kept."""
-        cfg, model = self.cfg, self.model
+        cfg = self.cfg
         set_lr(self.optimizers, lr_factor(self.it, cfg))
-        level, offset = multilevel.level_at(self.it, cfg)
-        if cfg.multilevel_reset_momentum and multilevel.switched(self.it, cfg):
-            multilevel.reset_momentum(self.optimizers)
-        for micro in range(self.accum):
-            if self.d.ddp:
-                model.require_backward_grad_sync = micro == self.accum - 1  # all-reduce on the last micro-step only
-            x, y = self.train_loader.next_batch()
-            with self.ctx:
-                _, loss = model(x, y, level=level, offset=offset)
-            self.loss_sum += loss.detach()
-            self.scaler.scale(loss / self.accum).backward()
+        level, offset, phase_start = self.switch_level()
+        batches = [self.train_loader.next_batch() for _ in range(self.accum)]
+        params = list(self.raw_model.parameters())
+        if self.coherence is not None and phase_start:  # the fine gradient at the restriction point, same batches
+            self.backward(batches, 0, 0)
+            fine = {p: p.grad.clone() for p in params if p.grad is not None}
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            self.flops += self.tokens_per_iter * self.raw_model.flops_per_token(self.T, 0)
+        self.loss_sum += self.backward(batches, level, offset)
+        if self.coherence is not None and level > 0:
+            if phase_start:
+                self.coherence.start(params, fine)
+            self.coherence.apply(params)
         if cfg.grad_clip:
             for opt in self.optimizers:
                 self.scaler.unscale_(opt)

@@ -19,7 +19,7 @@ import train
 import utils
 from data.loader import BinLoader
 from model import GPT
-from optim import build_optimizers, init_manifolds
+from optim import build_optimizers, init_manifolds, muon_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,19 +31,20 @@ SETTINGS = [  # (label, optimizer, geometry_attn, geometry_mlp)
     ("manifold_muon stiefel/dgram", "manifold_muon", "stiefel", "dgram"),
     ("manifold_muon dgram/dgram", "manifold_muon", "dgram", "dgram"),
     ("manifold_muon oblique/oblique", "manifold_muon", "oblique", "oblique"),
+    ("manifold_muon dgram/stiefel", "manifold_muon", "dgram", "stiefel"),
 ]
 
 
 def gradients(model, cfg, mcfg):
-    """{param: grad} of one bf16 forward/backward on a TinyStories batch (random tokens without the data)."""
+    """{param: grad} of one forward/backward (the config's dtype) on a TinyStories batch (random tokens without it)."""
     data = ROOT / "data" / cfg.dataset
     if (data / "meta.json").exists():
         x, y = BinLoader(str(data), "train", cfg.batch_size, mcfg.block_size, vocab_size=mcfg.vocab_size).next_batch()
     else:
         x = torch.randint(0, 50257, (cfg.batch_size, mcfg.block_size + 1))
-        x, y = x[:, :-1], x[:, 1:]
+        x, y = x[:, :-1].contiguous(), x[:, 1:].contiguous()
     t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with utils.autocast("cpu", utils.resolve_dtype(cfg.dtype, "cpu")):
         loss = model(x, y)[1]
     loss.backward()
     fwd_bwd = time.perf_counter() - t0
@@ -72,22 +73,22 @@ def time_steps(base, grads, cfg, steps):
     dual = [s for s in opts[0].state.values() if "dual_iters" in s]
     return {"step_s": statistics.median(total), "step_min_s": min(total), "step_max_s": max(total),
             "matrix_s": statistics.median(matrix),
-            "dual_iters": statistics.mean(s["dual_iters"] for s in dual) if dual else None,
-            "tangent_rms_max": max(s["tangent_rms"] for s in dual) if dual else None}
+            "dual_iters": statistics.mean(float(s["dual_iters"]) for s in dual) if dual else None,
+            "tangent_rms_max": max(float(s["tangent_rms"]) for s in dual) if dual else None}
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--config", default=str(ROOT / "config" / "tinystories_baseline_cpu.py"))
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--mm_iters", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("overrides", nargs="*", help="--key=value config overrides")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "optimizer_step.json"))
     a = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    cfg, mcfg, _ = train.load_config([a.config, f"--mm_iters={a.mm_iters}", *a.overrides])
+    cfg, mcfg, _ = train.load_config([a.config, *a.overrides])
     base = GPT(mcfg)
     grads, fwd_bwd = gradients(base, cfg, mcfg)
     rows = {}
@@ -96,8 +97,10 @@ def main():
         rows[label] = time_steps(base, grads, c, a.steps)
         print(label, json.dumps(rows[label]), flush=True)
     muon, adamw = rows["muon"], rows["adamw"]
-    print(f"\nn_layer={mcfg.n_layer} n_embd={mcfg.n_embd} vocab={mcfg.vocab_size}, K={a.mm_iters}, "
-          f"fwd+bwd {fwd_bwd:.2f} s (bf16 autocast), {a.steps} timed steps\n")
+    print(f"\nn_layer={mcfg.n_layer} n_embd={mcfg.n_embd} vocab={mcfg.vocab_size}, K={cfg.mm_iters}, "
+          f"alpha={cfg.mm_alpha}, Muon Newton-Schulz in {muon_dtype(cfg.muon_dtype, 'cpu')}, "
+          f"fwd+bwd {fwd_bwd:.2f} s ({utils.resolve_dtype(cfg.dtype, 'cpu')}), {a.steps} timed steps, "
+          f"{a.threads} threads\n")
     print("| optimizer | step (median) | min - max | hidden-matrix optimizer | vs Muon | vs AdamW | dual iters |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, r in rows.items():
@@ -106,7 +109,8 @@ def main():
               f"{1e3 * r['matrix_s']:,.0f} ms | {r['step_s'] / muon['step_s']:.2f}x | "
               f"{r['step_s'] / adamw['step_s']:.2f}x | {iters} |")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    meta = {"config": a.config, "steps": a.steps, "mm_iters": a.mm_iters, "fwd_bwd_s": fwd_bwd,
+    meta = {"config": a.config, "overrides": a.overrides, "steps": a.steps, "mm_iters": cfg.mm_iters,
+            "mm_alpha": cfg.mm_alpha, "threads": a.threads, "fwd_bwd_s": fwd_bwd,
             "git_commit": utils.git_commit(), "versions": utils.versions(), "device": utils.device_name("cpu")}
     utils.atomic_write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n", Path(a.out))
 

@@ -3,6 +3,8 @@
 import itertools
 from types import SimpleNamespace
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -108,19 +110,84 @@ def test_schedule():
     assert [i for i in range(12) if multilevel.switched(i, cfg())] == [2, 5, 7, 10]
 
 
-def test_reset_momentum_zeroes_first_moments_only():
-    torch.manual_seed(0)
+def stepped(optimizer="muon", steps=1, seed=0):
+    """A small model and its optimizers after `steps` steps on random tokens."""
+    torch.manual_seed(seed)
     model = GPT(GPTConfig(**SMALL))
-    opts = build_optimizers(model, train.TrainConfig(optimizer="muon"))
+    opts = build_optimizers(model, train.TrainConfig(optimizer=optimizer))
+    for _ in range(steps):
+        idx = torch.randint(0, 64, (2, 16))
+        model(idx, idx)[1].backward()
+        for opt in opts:
+            opt.step()
+            opt.zero_grad()
+    return model, opts
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon", "sgd"])
+def test_full_reset_restores_a_fresh_optimizer_state(optimizer):
+    """After reset_state the next step is the one a freshly built optimizer takes (AdamW's step counter too)."""
+    model, opts = stepped(optimizer, steps=3)
+    fresh = copy.deepcopy(model)
+    fresh_opts = build_optimizers(fresh, train.TrainConfig(optimizer=optimizer))
+    multilevel.reset_state(opts)
+    assert all(not opt.state for opt in opts)
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
+    for m, o in ((model, opts), (fresh, fresh_opts)):
+        m(idx, idx)[1].backward()
+        for opt in o:
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+
+
+def test_per_level_states_are_separate_and_survive_a_checkpoint():
+    model, opts = stepped("adamw", steps=2)
+    levels = multilevel.LevelStates()
+    before = copy.deepcopy(opts[0].state_dict()["state"])
+    levels.switch(opts, 0, 1)  # level 1 starts fresh
+    assert not opts[0].state
     idx = torch.randint(0, 64, (2, 16))
-    model(idx, idx)[1].backward()
-    for opt in opts:
-        opt.step()
-    multilevel.reset_momentum(opts)
-    states = [s for opt in opts for s in opt.state.values()]
-    assert all(not s[k].any() for s in states for k in ("exp_avg", "momentum_buffer") if k in s)
-    assert all(s["exp_avg_sq"].any() for s in states if "exp_avg_sq" in s)
-    assert any("momentum_buffer" in s for s in states) and any("exp_avg" in s for s in states)
+    model(idx, idx, level=1)[1].backward()
+    opts[0].step()
+    packed = levels.state_dict(opts)  # level 0's state, put aside
+    restored = multilevel.LevelStates()
+    restored.load_state_dict(opts, packed)
+    level1 = copy.deepcopy(opts[0].state_dict()["state"])
+    restored.switch(opts, 1, 0)  # back to level 0: its own moments and step count
+    now = opts[0].state_dict()["state"]
+    assert now.keys() == before.keys()
+    assert all(torch.equal(now[i]["exp_avg"], before[i]["exp_avg"]) and now[i]["step"] == before[i]["step"] for i in now)
+    restored.switch(opts, 0, 1)
+    assert all(torch.equal(opts[0].state_dict()["state"][i]["exp_avg"], level1[i]["exp_avg"]) for i in level1)
+
+
+@pytest.mark.parametrize("variant", ["baseline", "yuriiformer"])
+def test_coherence_term_makes_the_coarse_gradient_the_restricted_fine_one(variant):
+    """At the restriction point, grad f_H - v with v = grad f_H - R grad f_h is R grad f_h (tau = 1), numerically;
+    with tau = 0.5 it is halfway; parameters outside the coarse network get no term."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**SMALL, "n_layer": 4}, **PRESETS[variant]))
+    idx = torch.randint(0, 64, (2, 16))
+    params = list(model.parameters())
+
+    def grads(level, offset=0):
+        model.zero_grad()
+        model(idx, idx, level=level, offset=offset)[1].backward()
+        return {p: None if p.grad is None else p.grad.clone() for p in params}
+    fine, coarse = grads(0), grads(1, 1)
+    assert any(g is None for g in coarse.values())  # the even layers are not in this coarse network
+    for tau in (1.0, 0.5):
+        c = multilevel.Coherence(tau)
+        grads(1, 1)
+        c.start(params, fine)
+        c.apply(params)
+        for p in params:
+            if coarse[p] is None:
+                assert p.grad is None and p not in c.v
+            else:
+                want = fine[p] + (1 - tau) * (coarse[p] - fine[p])
+                torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-7)
+    assert max((coarse[p] - fine[p]).abs().max().item() for p in params if coarse[p] is not None) > 1e-3
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -157,10 +224,16 @@ def test_flops_follow_the_active_depth(toy, tmp_path):
 
 
 def test_resume_in_the_middle_of_a_cycle_is_exact(toy, tmp_path):
-    """6 steps + resume + 8 steps equals 14 uninterrupted steps (iteration 6 is inside a coarse phase); with
-    momentum resets at the switches, of Muon's buffers and of AdamW's first moments (embeddings, scalars)."""
+    """6 steps + resume + 8 steps equals 14 uninterrupted steps (iteration 6 is inside a coarse phase), with each
+    way of handling the optimizer state at a switch and with the coherence correction (kept in the checkpoint)."""
+    for name, extra in (("reset", dict(multilevel_momentum="reset")),
+                        ("levels", dict(multilevel_momentum="per_level", multilevel_correction=1.0))):
+        resume_is_exact(toy, tmp_path / name, **extra)
+
+
+def resume_is_exact(toy, tmp_path, **extra):
     common = dict(variant="yuriiformer", optimizer="muon", dropout=0.1, eval_interval=7, lr_decay_iters=14,
-                  n_layer=4, multilevel_levels=2, multilevel_cycle=[3, 2], multilevel_reset_momentum=True)
+                  n_layer=4, multilevel_levels=2, multilevel_cycle=[3, 2], **extra)
     run(args(toy, tmp_path / "a", max_iters=14, **common))
     run(args(toy, tmp_path / "b", max_iters=6, **common))
     run(["--init_from=resume", f"--out_dir={tmp_path / 'b'}", "--max_iters=14"])
