@@ -9,21 +9,31 @@ slot is zero and its true label y_q is the regression target.
 import torch
 
 DISTS = ("normal", "sphere", "heavy")
+HEAVY_SCALES = ("paper", "chi2")
 
 
-def covariates(shape, d, dist="normal", k=0.1, cov=None):
+def gamma_scale(k, heavy_scale="paper"):
+    """Scale theta of the radius r ~ Gamma(k, theta): the paper's sqrt(10 / k) (Ahn et al.'s code: Var r = k theta^2
+    = 10 for every k; k = 2.5 gives theta = 2, i.e. N(0, I_5)), or "chi2": 2 (r ~ chi^2_{2k}, the lab's first form)."""
+    return (10.0 / k) ** 0.5 if heavy_scale == "paper" else 2.0
+
+
+def covariates(shape, d, dist="normal", k=0.1, cov=None, heavy_scale="paper"):
     """x of shape (*shape, d). normal: N(0, I); sphere: uniform on the unit sphere; heavy: u * sqrt(r) with
-    u uniform on the sphere and r ~ Gamma(shape=k, scale=2), so E||x||^2 = 2k and k = d/2 is N(0, I)
-    (r ~ chi^2_d). cov (d x d, positive definite) then maps x -> cov^{1/2} x (Cholesky factor)."""
+    u uniform on the sphere and r ~ Gamma(shape=k, scale=gamma_scale(k)), so E||x||^2 = k theta (paper: sqrt(10 k),
+    1 at k = 0.1). cov (d x d, positive definite) then maps x -> cov^{1/2} x (Cholesky factor)."""
     if dist not in DISTS:
         raise ValueError(f"dist={dist!r} is not valid: choose one of {', '.join(DISTS)}")
+    if heavy_scale not in HEAVY_SCALES:
+        raise ValueError(f"heavy_scale={heavy_scale!r} is not valid: choose one of {', '.join(HEAVY_SCALES)}")
     if not k > 0:
         raise ValueError(f"k={k} must be > 0 (the Gamma shape of the heavy-tailed radius)")
     g = torch.randn(*shape, d)
     if dist != "normal":
         g = g / g.norm(dim=-1, keepdim=True)  # u: uniform on the sphere
         if dist == "heavy":
-            r = torch.distributions.Gamma(torch.tensor(float(k)), torch.tensor(0.5)).sample((*shape, 1))  # rate 1/2
+            rate = torch.tensor(1.0 / gamma_scale(k, heavy_scale))
+            r = torch.distributions.Gamma(torch.tensor(float(k)), rate).sample((*shape, 1))
             g = g * r.sqrt()
     if cov is not None:
         cov = torch.as_tensor(cov, dtype=g.dtype)
@@ -33,9 +43,9 @@ def covariates(shape, d, dist="normal", k=0.1, cov=None):
     return g
 
 
-def prompts(batch, d=5, n=20, dist="normal", k=0.1, noise=0.0, cov=None, dtype=None):
+def prompts(batch, d=5, n=20, dist="normal", k=0.1, noise=0.0, cov=None, dtype=None, heavy_scale="paper"):
     """Z: (batch, d+1, n+1) prompt matrices and y_q: (batch,) query labels (dtype: default dtype). Global RNG."""
-    x = covariates((batch, n + 1), d, dist, k, cov)  # (B, n+1, d)
+    x = covariates((batch, n + 1), d, dist, k, cov, heavy_scale)  # (B, n+1, d)
     w = torch.randn(batch, d, 1)  # (B, d, 1)
     y = (x @ w).squeeze(-1) + noise * torch.randn(batch, n + 1)  # (B, n+1)
     z = torch.cat([x.transpose(1, 2), y.unsqueeze(1)], dim=1)  # (B, d+1, n+1)
@@ -45,9 +55,9 @@ def prompts(batch, d=5, n=20, dist="normal", k=0.1, noise=0.0, cov=None, dtype=N
     return z.to(dtype), yq.to(dtype)
 
 
-def expected_sq_norm(d, dist="normal", k=0.1):
-    """E||x||^2 of covariates(dist) without cov: d (normal), 1 (sphere), 2k (heavy)."""
-    return {"normal": float(d), "sphere": 1.0, "heavy": 2.0 * k}[dist]
+def expected_sq_norm(d, dist="normal", k=0.1, heavy_scale="paper"):
+    """E||x||^2 of covariates(dist) without cov: d (normal), 1 (sphere), k theta (heavy)."""
+    return {"normal": float(d), "sphere": 1.0, "heavy": k * gamma_scale(k, heavy_scale)}[dist]
 
 
 def ls_weights(z, ridge=0.0):

@@ -10,8 +10,10 @@ with V_0 = 0 and learned per-layer mu = sigmoid(a), beta = sigmoid(b), gamma = s
 model.py (mu = beta = 0.5, gamma = ln 2). There is no velocity LayerNorm (lnv): a LayerNorm over a column
 [x; y] of the prompt matrix would mix covariates with the label and has no meaning here.
 The prediction is y_hat = -Z_L[d, n], minus the query's label slot (the sign of Ahn et al.).
-Parametrizations: "full" (P_l, Q_l any (d+1) x (d+1) matrices) and "sparse" (P_l = e e^T with e the label
-coordinate, Q_l = [[-A_l, 0], [0, 0]], A_l in R^{d x d}: only the covariate block of Q_l is learned).
+Parametrizations: "paper" (Ahn et al.'s code: P_l = [[P, 0], [0, 1]], Q_l = [[Q, 0], [0, 0]] with P, Q in R^{d x d}
+learned; their row-major code writes Q for our Q^T, the same family), "full" (P_l, Q_l any (d+1) x (d+1) matrices,
+the corner included) and "sparse" (P_l = e e^T with e the label coordinate, Q_l = [[-A_l, 0], [0, 0]], A_l in
+R^{d x d}: only the covariate block of Q_l is learned; the paper's zero_p ablation).
 """
 
 import math
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 
 from model import logit, softplus_inv, template_step  # the repository root's model.py (run from the repo root)
 
-PARAMS = ("sparse", "full")
+PARAMS = ("paper", "full", "sparse")
 UPDATES = ("gd", "polyak", "nesterov")
 
 
@@ -45,7 +47,7 @@ class LinearTransformer(nn.Module):
     So Z_L = [[X], [y - w_L^T X]] and y_hat = w_L^T x_q, with w_L = icl_optimizer(z, L, ...) for hand_set weights.
     """
 
-    def __init__(self, d=5, n_layer=3, param="sparse", update="gd", init_std=0.1, mu_init=0.5, beta_init=0.5,
+    def __init__(self, d=5, n_layer=3, param="paper", update="gd", init_std=0.05, mu_init=0.5, beta_init=0.5,
                  gamma_init=math.log(2), generator=None):
         super().__init__()
         if param not in PARAMS:
@@ -55,12 +57,12 @@ class LinearTransformer(nn.Module):
         if d < 1 or n_layer < 1:
             raise ValueError(f"d={d} and n_layer={n_layer} must be positive integers")
         self.d, self.n_layer, self.param, self.update = d, n_layer, param, update
-        shape = (n_layer, d, d) if param == "sparse" else (n_layer, d + 1, d + 1)
+        shape = (n_layer, d + 1, d + 1) if param == "full" else (n_layer, d, d)
         draw = lambda: nn.Parameter(init_std * torch.randn(*shape, generator=generator))  # noqa: E731
         if param == "sparse":
             self.A = draw()  # (L, d, d)
         else:
-            self.P, self.Q = draw(), draw()  # (L, d+1, d+1) each
+            self.P, self.Q = draw(), draw()  # (L, d+1, d+1) or (L, d, d) each
         if update != "gd":  # raw per-layer coefficients, as model.Block stores them
             self.b = nn.Parameter(torch.full((n_layer,), logit(beta_init)))
             self.c = nn.Parameter(torch.full((n_layer,), softplus_inv(gamma_init)))
@@ -71,9 +73,12 @@ class LinearTransformer(nn.Module):
         """(P_l, Q_l), each (d+1, d+1)."""
         if self.param == "full":
             return self.P[i], self.Q[i]
-        p = torch.zeros(self.d + 1, self.d + 1, dtype=self.A.dtype, device=self.A.device)
-        p[self.d, self.d] = 1.0  # P = e e^T: only the label row is written
-        return p, F.pad(-self.A[i], (0, 1, 0, 1))  # Q = [[-A, 0], [0, 0]]
+        block = self.A if self.param == "sparse" else self.P
+        corner = torch.zeros(self.d + 1, self.d + 1, dtype=block.dtype, device=block.device)
+        corner[self.d, self.d] = 1.0  # e e^T: the label row passes the label through
+        if self.param == "sparse":
+            return corner, F.pad(-self.A[i], (0, 1, 0, 1))  # P = e e^T, Q = [[-A, 0], [0, 0]]
+        return F.pad(self.P[i], (0, 1, 0, 1)) + corner, F.pad(self.Q[i], (0, 1, 0, 1))  # [[P, 0], [0, 1]], [[Q, 0], [0, 0]]
 
     def coef(self, i):
         """(mu, beta, gamma) of layer i = sigmoid(a), sigmoid(b), softplus(c); None where the template has none."""
@@ -107,12 +112,15 @@ class LinearTransformer(nn.Module):
 
 @torch.no_grad()
 def hand_set(model, eta=1.0, mu=0.5, beta=0.5, gamma=1.0):
-    """The known construction: A_l = eta I (sparse) or P_l = e e^T, Q_l = [[-eta I, 0], [0, 0]] (full), and the
-    same (mu, beta, gamma) in every layer. Then model(z) = predict(icl_optimizer(z, L, eta, update, mu, beta,
-    gamma), z)."""
+    """The known construction: A_l = eta I (sparse) or P_l = e e^T, Q_l = [[-eta I, 0], [0, 0]] (full; paper: P = 0,
+    Q = -eta I), and the same (mu, beta, gamma) in every layer. Then model(z) = predict(icl_optimizer(z, L, eta,
+    update, mu, beta, gamma), z)."""
     d, L = model.d, model.n_layer
     if model.param == "sparse":
         model.A.copy_(eta * torch.eye(d).expand(L, d, d))
+    elif model.param == "paper":
+        model.P.zero_()
+        model.Q.copy_(-eta * torch.eye(d).expand(L, d, d))
     else:
         model.P.zero_()
         model.P[:, d, d] = 1.0

@@ -2,10 +2,10 @@
 Training and landscape measurements for the linear-transformer lab (Ahn et al. 2310.01082 protocol).
 
 Fresh prompts every step, SGD (momentum 0.9) or Adam (betas 0.9, 0.9) with gradient-norm clipping, constant
-or cosine-decayed learning rate, loss E (y_hat - y_q)^2. Measurements use torch.func on the flat parameter vector theta:
-- Hessian diagonal: h_i = (H e_i)_i from vmapped Hessian-vector products; robust condition = max|h| / median|h|
-  (over h_i != 0).
-- directional smoothness of a step u = theta_{t+1} - theta_t: u^T H(theta_t) u / ||u||^2 (same batch).
+or cosine-decayed learning rate, loss E (y_hat - y_q)^2. Measurements use torch.func on the flat parameter vector
+theta, on the paper's fixed batch (1000 prompts of seed 99):
+- Hessian diagonal: h_i = (H e_i)_i from vmapped Hessian-vector products; robust condition = max|h| / median|h|.
+- directional smoothness of a step u = theta_{t+1} - theta_t: u^T H(theta_t) u / ||u||^2.
 - gradient noise: minibatch gradients (vmapped over minibatches) minus a large-batch gradient.
 """
 
@@ -24,39 +24,52 @@ OPTIMIZERS = ("sgd", "adam")
 
 @dataclass
 class LabConfig:
+    """One run; the defaults are the paper's protocol (Ahn et al.'s code: 3 layers, d = 5, n = 20, batch 1000,
+    10k steps, lr 0.02, Adam(W) betas 0.9/0.9 without weight decay or SGD momentum 0.9, clipping at 1.0)."""
     d: int = 5
     n: int = 20
     batch: int = 1000
-    steps: int = 2000
+    steps: int = 10_000
     dist: str = "normal"  # normal | sphere | heavy
     k: float = 0.1  # Gamma shape of the heavy-tailed radius
+    heavy_scale: str = "paper"  # paper: Gamma scale sqrt(10/k) | chi2: scale 2 (the lab's first form)
     noise: float = 0.0  # label noise std
-    param: str = "full"  # full | sparse
+    param: str = "paper"  # paper | full | sparse (lab/model.py)
     update: str = "gd"  # gd | polyak | nesterov
     n_layer: int = 3
     init_std: float = 0.05
-    optimizer: str = "adam"  # sgd (momentum 0.9) | adam (betas 0.9, 0.9)
-    lr: float = 1e-3
-    clip: float = 1.0  # max gradient norm
+    optimizer: str = "adam"  # sgd (momentum 0.9) | adam (betas 0.9, 0.9, no weight decay)
+    lr: float = 0.02
+    clip: float = 1.0  # max global gradient norm
     schedule: str = "constant"  # constant | cosine (lr * (1 + cos(pi t / steps)) / 2)
     seed: int = 0  # data stream and initialisation
-    smooth_every: int = 0  # > 0: directional smoothness and gradient norm every this many steps
-    hess_every: int = 0  # > 0: robust condition number of the Hessian diagonal every this many steps
-    hess_batch: int = 250  # the Hessian diagonal uses the first hess_batch prompts of the step's batch
+    curve_every: int = 50  # the loss on the fixed batch every this many steps (the paper's curves)
+    smooth_every: int = 0  # > 0: directional smoothness and gradient norm every this many steps ...
+    smooth_until: int = 2000  # ... up to this step (the paper: Adam's first 2000 iterations)
+    hess_at: tuple = ()  # steps at which the robust condition number of the Hessian diagonal is measured
+    hess_drop_zeros: bool = False  # False: the paper's max / median over every |diag H| entry, zeros included
+    eval_at: tuple = ()  # steps (besides the last) with an evaluation on eval_batch prompts
     eval_batch: int = 20000
     eval_seed: int = 1234  # the same evaluation prompts for every run with the same data settings
+    fixed_seed: int = 99  # the paper's fixed batch (1000 prompts) for curves, Hessians and smoothness
 
     def __post_init__(self):
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule={self.schedule!r} is not valid: choose constant or cosine")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} is not valid: choose one of {', '.join(OPTIMIZERS)}")
-        for name in ("d", "n", "batch", "steps", "n_layer", "eval_batch"):
+        for name in ("d", "n", "batch", "steps", "n_layer", "eval_batch", "curve_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
 
     def data(self, batch):
-        return prompts(batch, self.d, self.n, self.dist, self.k, self.noise)
+        return prompts(batch, self.d, self.n, self.dist, self.k, self.noise, heavy_scale=self.heavy_scale)
+
+    def fixed(self, batch=1000):
+        """The fixed batch of the paper's measurements (RNG state restored)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.fixed_seed)
+            return self.data(batch)
 
     def model(self, generator=None):
         return LinearTransformer(self.d, self.n_layer, self.param, self.update, self.init_std, generator=generator)
@@ -92,12 +105,13 @@ def hessian_diag(f, theta, *args, chunk_size=64):
     return vmap(lambda e: hvp(f, theta, e, *args), chunk_size=chunk_size)(eye).diagonal()
 
 
-def robust_condition(diag):
-    """max |h_i| / median |h_i| of a Hessian diagonal over its nonzero entries (torch's median: the lower middle
-    value). Exact zeros are parameters the loss cannot see: rows 1..d of the last layer's full P (only the label
-    row reaches the prediction) and the first layer's mu and beta (they multiply V_0 = 0)."""
+def robust_condition(diag, drop_zeros=True):
+    """max |h_i| / median |h_i| of a Hessian diagonal (torch's median: the lower middle value), over its nonzero
+    entries or (drop_zeros=False, the paper's) over all. Exact zeros are parameters the loss cannot see: rows 1..d
+    of the last layer's full P, the last layer's paper P (it only moves covariate rows) and the first layer's mu and
+    beta (they multiply V_0 = 0)."""
     a = diag.abs()
-    a = a[a > 0]
+    a = a[a > 0] if drop_zeros else a
     return (a.max() / a.median()).item()
 
 
@@ -146,22 +160,39 @@ def evaluate(model, cfg):
     return mse(model(z), yq).item()
 
 
+def optimizer(cfg, params):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.9), weight_decay=0.0)
+
+
 def train(cfg, model=None):
-    """One run: a dict with config, loss (per step), eval, coef, time and the measurements asked for."""
+    """One run: a dict with config, curve (fixed-batch loss every curve_every steps), evals {step: loss}, eval (the
+    last), rcond / smooth measurements, coef, time, diverged."""
     torch.manual_seed(cfg.seed)  # the data stream; the initialisation has its own generator
     model = model or cfg.model(torch.Generator().manual_seed(10_000 + cfg.seed))
     params = list(model.parameters())
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.9))
+    opt = optimizer(cfg, params)
     cosine = lambda t: 0.5 * (1 + math.cos(math.pi * t / cfg.steps)) if cfg.schedule == "cosine" else 1.0  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     f = make_loss(model)
-    out = dict(config=asdict(cfg), loss=[], rcond_iter=[], rcond=[], smooth_iter=[], smooth=[], grad_norm=[],
-               diverged=False)
+    zf, yf = cfg.fixed()
+    out = dict(config=asdict(cfg), curve_iter=[], curve=[], evals={}, rcond_iter=[], rcond=[], smooth_iter=[],
+               smooth=[], grad_norm=[], diverged=False)
     t0 = time.time()
-    for it in range(cfg.steps):
+    for it in range(cfg.steps + 1):
+        if it % cfg.curve_every == 0 or it == cfg.steps:
+            with torch.no_grad():
+                out["curve"].append(mse(model(zf), yf).item())
+            out["curve_iter"].append(it)
+        if it in cfg.hess_at:
+            h = hessian_diag(f, flat_params(model), zf, yf)
+            out["rcond"].append(robust_condition(h, cfg.hess_drop_zeros))
+            out["rcond_iter"].append(it)
+        if it in cfg.eval_at:
+            out["evals"][it] = evaluate(model, cfg)
+        if it == cfg.steps:
+            break
         z, yq = cfg.data(cfg.batch)
         loss = mse(model(z), yq)
         opt.zero_grad(set_to_none=True)
@@ -170,23 +201,18 @@ def train(cfg, model=None):
         if not (torch.isfinite(loss) and gnorm < float("inf")):
             out["diverged"] = True
             break
-        smooth = cfg.smooth_every > 0 and it % cfg.smooth_every == 0
-        hess = cfg.hess_every > 0 and it % cfg.hess_every == 0
-        theta = flat_params(model) if smooth or hess else None
-        if hess:
-            h = cfg.hess_batch
-            out["rcond"].append(robust_condition(hessian_diag(f, theta, z[:h], yq[:h])))
-            out["rcond_iter"].append(it)
+        smooth = cfg.smooth_every > 0 and it % cfg.smooth_every == 0 and it < cfg.smooth_until
+        theta = flat_params(model) if smooth else None
         opt.step()
         sched.step()
         if smooth:
-            out["smooth"].append(directional_smoothness(f, theta, flat_params(model) - theta, z, yq))
+            out["smooth"].append(directional_smoothness(f, theta, flat_params(model) - theta, zf, yf))
             out["grad_norm"].append(gnorm)
             out["smooth_iter"].append(it)
-        out["loss"].append(loss.item())
     out["eval"] = evaluate(model, cfg) if not out["diverged"] else float("inf")
     if out["eval"] != out["eval"]:  # nan
         out["eval"], out["diverged"] = float("inf"), True
+    out["evals"][cfg.steps] = out["eval"]
     out["coef"] = model.coefficients()
     out["time"] = time.time() - t0
     return out

@@ -3,6 +3,7 @@
 # (small) are copied into studies/results/cpu300/<study>/runs/ and every table and plot is built from those copies, so
 # this script also works on a fresh clone without the run directories (ROOT absent: only re-analyse).
 set -euo pipefail
+set -f  # no globbing: arguments like multilevel_cycle=[10,10] stay as written
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-out-studies}
 R=studies/results/cpu300

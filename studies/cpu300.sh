@@ -13,6 +13,7 @@
 # Seed-major, JOBS (2) runs at a time with one thread each. Finished runs are skipped; checkpoints are deleted.
 #   nohup studies/cpu300.sh > out-studies.log 2>&1 &
 set -euo pipefail
+set -f  # no globbing: arguments like multilevel_cycle=[10,10] stay as written
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-out-studies}
 SEEDS=${SEEDS:-"0 1 2"}

@@ -18,8 +18,9 @@ prepare_tinystories() {
 # with one thread (train.log beside the metrics) and deletes the checkpoints afterwards.
 job() {
   local dir=$1; shift
+  local args; args=$(printf '%q ' "$@")  # each argument quoted for the bash -c of run_queue
   echo "grep -q '\"kind\": \"final\"' $dir/metrics.jsonl 2>/dev/null || { mkdir -p $dir && OMP_NUM_THREADS=1" \
-       "python train.py $* --out_dir=$dir > $dir/train.log 2>&1; rm -f $dir/*.pt; echo \$(date +%T) done $dir; }"
+       "python train.py ${args}--out_dir=$dir > $dir/train.log 2>&1; rm -f $dir/*.pt; echo \$(date +%T) done $dir; }"
 }
 
 # run_queue FILE: the lines of FILE, $JOBS at a time.

@@ -11,6 +11,7 @@
 #   nohup bash studies/variants.sh > variants.log 2>&1 &
 # SOURCE: local TinyStories text (default: the embedded sample). Then: python -m studies.analyze variants
 set -euo pipefail
+set -f  # no globbing: arguments like multilevel_cycle=[10,10] stay as written
 cd "$(dirname "$0")/.."
 source studies/lib.sh
 ROOT=${ROOT:-out-studies}

@@ -35,7 +35,28 @@ def test_attention_masks_the_query_as_a_key(f64):
     torch.testing.assert_close(attention(z, p, q), naive)
 
 
-@pytest.mark.parametrize("param", ["sparse", "full"])
+def test_paper_parametrization_forward_equals_the_reference_form(f64):
+    """P~ = [[P, 0], [0, 1]], Q~ = [[Q, 0], [0, 0]]: our column form P~ Z M Z^T Q~ Z / n against the paper's
+    row-major code written out by hand (tokens as rows: out = (Z Q^T Z^T) A (Z P^T) / n, A masking the query; its
+    Q is our Q^T), on a worked example of 2 layers, d = 3, n = 4."""
+    torch.manual_seed(4)
+    model = LinearTransformer(3, 2, "paper", "gd")
+    z, _ = prompts(5, d=3, n=4, dtype=torch.float64)
+    rows = z.transpose(1, 2)  # (B, n+1, d+1): one token per row
+    mask = torch.diag(torch.tensor([1.0] * 4 + [0.0]))
+    for i in range(2):
+        p_full, q_full = torch.zeros(4, 4), torch.zeros(4, 4)
+        p_full[:3, :3], p_full[3, 3] = model.P[i].detach(), 1.0
+        q_full[:3, :3] = model.Q[i].detach().T  # the code's Q
+        attn = torch.einsum("bni,ij,bmj->bnm", rows, q_full, rows)
+        key = torch.einsum("ij,bnj->bni", p_full, rows)
+        rows = rows + torch.einsum("bnm,ml,bli->bni", attn, mask, key) / 4
+    torch.testing.assert_close(model(z), -rows[:, 4, 3])
+    assert sum(p.numel() for p in model.parameters()) == 2 * 2 * 9  # only the d x d blocks are learned
+    assert model.P.std().item() == pytest.approx(0.05, rel=0.5)  # init N(0, 0.05^2)
+
+
+@pytest.mark.parametrize("param", ["paper", "sparse", "full"])
 def test_one_layer_is_one_gd_step(f64, param):
     z, _ = batch()
     eta = 0.7
@@ -53,7 +74,7 @@ def test_icl_grad_is_the_gradient_of_the_in_context_loss(f64):
     torch.testing.assert_close(icl_grad(w, z), torch.func.grad(loss)(w))
 
 
-@pytest.mark.parametrize("param", ["sparse", "full"])
+@pytest.mark.parametrize("param", ["paper", "sparse", "full"])
 @pytest.mark.parametrize("update", ["gd", "polyak", "nesterov"])
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_k_layers_are_k_optimizer_steps(f64, param, update, k):
@@ -86,14 +107,20 @@ def test_coefficients_are_sigmoid_softplus_of_raw_scalars():
     assert not any(hasattr(LinearTransformer(5, 2, "full", "gd"), n) for n in ("a", "b", "c"))
 
 
-@pytest.mark.parametrize("dist", ["normal", "sphere", "heavy"])
-def test_covariate_moments(f64, dist):
+@pytest.mark.parametrize("dist, scale", [("normal", "paper"), ("sphere", "paper"), ("heavy", "paper"),
+                                         ("heavy", "chi2")])
+def test_covariate_moments(f64, dist, scale):
+    """The paper's heavy-tailed covariates (Ahn et al.'s code: r ~ Gamma(k, sqrt(10/k))) have E||x||^2 = sqrt(10 k),
+    1.0 at k = 0.1, and Var r = 10 as for the N(0, I_5) radius; the lab's first form (scale 2) 2k = 0.2."""
     N, d, k = 200_000, 5, 0.1
     torch.manual_seed(0)
-    x = covariates((N,), d, dist, k)
+    x = covariates((N,), d, dist, k, heavy_scale=scale)
     sq = x.square().sum(-1)
-    m2 = expected_sq_norm(d, dist, k)
-    var_sq = {"normal": 2.0 * d, "sphere": 0.0, "heavy": 4.0 * k}[dist]  # chi^2_d; 1; Gamma(k, scale 2)
+    m2 = expected_sq_norm(d, dist, k, scale)
+    if dist == "heavy":
+        assert m2 == pytest.approx(1.0 if scale == "paper" else 0.2)
+    theta = math.sqrt(10 / k) if scale == "paper" else 2.0
+    var_sq = {"normal": 2.0 * d, "sphere": 0.0, "heavy": k * theta**2}[dist]  # chi^2_d; 1; Gamma(k, theta)
     assert abs(sq.mean().item() - m2) < 5 * math.sqrt(var_sq / N) + 1e-12
     assert abs(x.mean(0)).max().item() < 5 * math.sqrt(m2 / d / N)  # mean 0
     second = x.T @ x / N  # isotropic: E[x x^T] = (E||x||^2 / d) I
@@ -101,10 +128,18 @@ def test_covariate_moments(f64, dist):
     assert ((second - m2 / d * torch.eye(d)).abs() < 5 * se + 1e-12).all()
 
 
+def test_paper_heavy_tails_at_k_2_5_are_standard_normal_in_5d(f64):
+    """The paper's scale sqrt(10/k) gives theta = 2 at k = 2.5: r ~ chi^2_5, x ~ N(0, I_5)."""
+    from scipy import stats
+    torch.manual_seed(1)
+    x = covariates((50_000,), 5, "heavy", k=2.5)
+    assert stats.kstest(x[:, 0].numpy(), "norm").pvalue > 1e-3
+
+
 def test_heavy_tails_with_k_half_d_are_standard_normal(f64):
     from scipy import stats
     torch.manual_seed(1)
-    x = covariates((50_000,), 4, "heavy", k=2.0)
+    x = covariates((50_000,), 4, "heavy", k=2.0, heavy_scale="chi2")
     assert stats.kstest(x[:, 0].numpy(), "norm").pvalue > 1e-3
     assert stats.kstest(x.square().sum(-1).numpy(), "chi2", args=(4,)).pvalue > 1e-3
 
@@ -197,11 +232,12 @@ def test_gradient_noise_matches_brute_force(f64):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_training_runs_and_learns(optimizer):
-    cfg = LabConfig(batch=64, steps=60, param="sparse", optimizer=optimizer, lr=0.02, smooth_every=20, hess_every=30,
-                    eval_batch=2000, update="polyak")
+    cfg = LabConfig(batch=64, steps=60, optimizer=optimizer, lr=0.02, smooth_every=20, hess_at=(0, 30), eval_at=(30,),
+                    eval_batch=2000, update="polyak", curve_every=10)
     out = train(cfg)
-    assert not out["diverged"] and len(out["loss"]) == 60 and len(out["rcond"]) == 2 and len(out["smooth"]) == 3
-    assert out["eval"] < 0.5 * out["loss"][0]
+    assert not out["diverged"] and out["curve_iter"] == list(range(0, 61, 10)) and out["rcond_iter"] == [0, 30]
+    assert len(out["smooth"]) == 3 and set(out["evals"]) == {30, 60} and out["evals"][60] == out["eval"]
+    assert out["eval"] < 0.5 * out["curve"][0] and all(r > 1 for r in out["rcond"])
     assert set(out["coef"]) == {f"{i}.{n}" for i in range(3) for n in ("beta", "gamma")}
 
 
