@@ -44,12 +44,12 @@ AXES = ("width", "depth", "horizon", "groups")
 GRIDS = {"gpt": [5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], "ngpt": [4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128]}
 GRIDS["nugpt"] = GRIDS["ngpt"]
 GROUPS, MULTS = ("matrix", "embed", "head", "scalar"), (0.25, 0.5, 1.0, 2.0, 4.0)
-BASE = dict(width=128, depth=2, horizon=200)
 
 
 def settings(a, param, axis, value, lr, seed, group=None):
     """train.py keys of one run: the swept axis at `value`, everything else at the base model."""
-    point = {**BASE, "width": max(a.widths)} if axis == "groups" else {**BASE, axis: value}
+    base = dict(zip(("width", "depth", "horizon"), a.base))
+    point = {**base, "width": max(a.widths)} if axis == "groups" else {**base, axis: value}
     width, depth, steps = point["width"], point["depth"], point["horizon"]
     keys = dict(n_embd=width, n_head=width // a.head_dim, n_layer=depth, block_size=a.block, batch_size=a.batch,
                 vocab_size=a.vocab_size, bias=False, dropout=0.0, max_iters=steps, lr_decay_iters=steps,
@@ -59,8 +59,11 @@ def settings(a, param, axis, value, lr, seed, group=None):
         keys.update(variant="baseline", warmup_iters=steps // 10, min_lr=lr / 10)
     else:  # the published nGPT: RoPE, SwiGLU, no weight decay or warmup (train.py's defaults for the family)
         keys.update(variant="ngpt", position="rope", activation="swiglu", min_lr=0.0 if param == "ngpt" else lr / 10)
-    if param == "nugpt":
-        keys.update(arch="nugpt", ref_width=min(a.widths), ref_depth=min(a.depths), ref_steps=min(a.horizons))
+    if param == "nugpt":  # the reference: the base model, with the swept axis at its first value
+        first = {"width": min(a.widths), "depth": min(a.depths), "horizon": min(a.horizons)}
+        swept = "width" if axis == "groups" else axis
+        ref = {**base, swept: first[swept]}
+        keys.update(arch="nugpt", ref_width=ref["width"], ref_depth=ref["depth"], ref_steps=ref["horizon"])
     if group is not None:
         keys["group_lr_mult"] = {group: value}
     return keys
@@ -139,7 +142,7 @@ def sweep(a, data_dir, path):
     for param, axis, value, seed, _ in todo:
         if hash_shard((param, value, seed), a.shards) != a.shard:
             continue
-        lrs, grown = list(GRIDS[param]), 0
+        lrs, grown = list(a.lrs or GRIDS[param]), 0
         while True:
             for lr in lrs:
                 do_run(a, path, data_dir, param, axis, value, lr, seed)
@@ -258,6 +261,10 @@ def main(argv=None):
     p.add_argument("--depths", nargs="+", type=int, default=[2, 4, 8])
     p.add_argument("--horizons", nargs="+", type=int, default=[100, 200, 400])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--base", nargs=3, type=int, default=[128, 2, 200], metavar=("WIDTH", "DEPTH", "STEPS"),
+                   help="the model the other axes are swept around")
+    p.add_argument("--lrs", nargs="+", type=float, help="one learning-rate grid for every parametrization "
+                   "(default: gpt 5e-4 .. 1.6e-2, ngpt / nugpt 4e-3 .. 0.128, factors of 2)")
     p.add_argument("--shard", default="0/1", help="i/n: this process runs the curves of shard i of n")
     p.add_argument("--extend", type=int, default=2, help="grow a grid whose best lr is at an edge this often")
     p.add_argument("--head_dim", type=int, default=32)

@@ -12,6 +12,7 @@ import model as model_module
 import train
 from data.prepare_common import write_dataset
 from data.reduce_vocab import reduced_data
+import runlog
 from model import GPT, PRESETS, GPTConfig, sphere_step
 from optim import build_optimizers, lr_multipliers
 from tests.helpers import args, assert_config_error, run, train_losses
@@ -266,20 +267,109 @@ def test_lr_transfer_optimum_and_reduced_vocab(tmp_path):
     assert val.tolist() == [2, 0, 2, 2]
 
 
-def test_lr_transfer_sweeps_and_reports(toy, tmp_path):  # noqa: F811
+def test_lr_transfer_sweeps_and_reports(toy, tmp_path):
     from studies import lr_transfer
 
-    argv = ["--params", "gpt", "nugpt", "--axis", "width", "--values", "16", "32", "--lrs", "1e-3", "1e-2",
-            "--extend", "1", "--steps", "3", "--depth", "1", "--head_dim", "8", "--block", "16", "--batch", "4",
-            "--eval_iters", "1", "--vocab", "0", "--data", str(toy), "--out", str(tmp_path)]
+    argv = ["--params", "gpt", "nugpt", "--axis", "width", "--widths", "16", "32", "--seeds", "0", "1", "--lrs",
+            "1e-3", "1e-2", "--extend", "1", "--base", "16", "1", "3", "--head_dim", "8", "--block", "16", "--batch",
+            "4", "--eval_iters", "1", "--vocab", "0", "--data", str(toy), "--out", str(tmp_path)]
     lr_transfer.main(argv)
     runs = [json.loads(line) for line in open(tmp_path / "runs.jsonl")]
-    assert {(r["param"], r["value"]) for r in runs} == {(p, v) for p in ("gpt", "nugpt") for v in (16, 32)}
-    assert all(len([r for r in runs if (r["param"], r["value"]) == (p, v)]) in (2, 3) for p, v in
-               {(r["param"], r["value"]) for r in runs})  # 2 lrs, maybe one more at an edge
+    curves = {(r["param"], r["value"], r["seed"]) for r in runs}
+    assert curves == {(p, v, s) for p in ("gpt", "nugpt") for v in (16, 32) for s in (0, 1)}
+    assert all(len([r for r in runs if (r["param"], r["value"], r["seed"]) == c]) in (2, 3) for c in curves)
     nu = [json.loads(r["key"]) for r in runs if r["param"] == "nugpt"]
-    assert {(k["ref_width"], k["ref_depth"], k["ref_steps"]) for k in nu} == {(16, 1, 3)}
-    table = (tmp_path / "lr_transfer_width.md").read_text()
+    assert {(k["ref_width"], k["ref_depth"], k["ref_steps"], k["position"], k["activation"]) for k in nu} == \
+        {(16, 1, 3, "rope", "swiglu")}  # the base model, the swept width at its first value
+    table = (tmp_path / "lr_transfer.md").read_text()
     assert "nuGPT" in table and "shift (log2)" in table and (tmp_path / "lr_transfer_width.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["width/nugpt"]["32"]) >= {"log2_opt", "log2_std", "shift", "shift_err"}
     lr_transfer.main(argv)  # everything already done: nothing is rerun
     assert len(open(tmp_path / "runs.jsonl").readlines()) == len(runs)
+    common = ["--widths", "16", "32", "--base", "16", "1", "3", "--head_dim", "8", "--block", "16", "--batch", "4",
+              "--eval_iters", "1", "--vocab", "0", "--data", str(toy), "--out", str(tmp_path)]
+    lr_transfer.main(["--axis", "groups", "--params", "nugpt", "--seeds", "0", *common])
+    g = [r for r in runlog.read(tmp_path / "runs.jsonl") if r["axis"] == "groups"]
+    assert {(r["group"], r["value"]) for r in g} == {(x, m) for x in lr_transfer.GROUPS for m in lr_transfer.MULTS}
+    assert len({r["lr"] for r in g}) == 1 and json.loads(g[0]["key"])["n_embd"] == 32
+
+
+# ----------------------------------------------------------------------------- nuGPT's width-free gains, RoPE, SwiGLU
+
+def test_nugpt_stores_its_gains_at_a_constant_scale():
+    for width in (16, 64):
+        m = make(**{**NUGPT, "n_embd": width, "n_head": 2, "ref_width": 16})
+        b = m.transformer.h[0]
+        for scale in (b.alpha_a, b.alpha_m, b.attn.s_qk, m.s_z):
+            torch.testing.assert_close(scale.s, torch.full_like(scale.s, 0.03))
+        torch.testing.assert_close(b.alpha_a(), torch.full((width,), 0.05 / 2))  # 0.05 / m_L, m_L = 2
+
+
+@pytest.mark.parametrize("arch, ratio", [("nugpt", 1.0), ("ngpt", 2.0)])
+def test_relative_update_of_the_gains_per_adam_step(arch, ratio):
+    """One Adam step moves every stored gain by about lr (Adam's first step: lr * sign), so the relative change of
+    the effective gain is lr / stored: width-free under nuGPT (0.03), sqrt(d) under nGPT (1/sqrt(d)), measured at
+    widths 16 and 64."""
+    rel = {}
+    for width in (16, 64):
+        kw = {**NGPT, "n_embd": width, "n_head": 2}
+        kw = {**kw, "arch": "nugpt", "ref_width": 16, "ref_depth": 1} if arch == "nugpt" else kw
+        m = make(**kw)
+        cfg = train.TrainConfig(learning_rate=1e-3, max_iters=100, min_lr=0.0, ref_steps=100 if arch == "nugpt" else 0,
+                                weight_decay=0.0)
+        opts = build_optimizers(m, cfg)
+        gains = [(n, p) for n, p in m.param_groups()["scalar"] if n.endswith((".s", "s_z.s")) and "s_u" not in n]
+        before = {n: p.detach().clone() for n, p in gains}
+        m(tokens(), tokens())[1].backward()
+        for opt in opts:
+            opt.step()
+        rel[width] = np.mean([((p.detach() - before[n]).abs() / before[n].abs()).mean().item() for n, p in gains])
+    assert rel[64] / rel[16] == pytest.approx(ratio, rel=0.1)
+
+
+def test_rope_depends_on_relative_position_only():
+    cos, sin = model_module.rope_tables(8, 32)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    at = lambda x, t: model_module.rotate(x, cos[t:t + 1], sin[t:t + 1])  # noqa: E731
+    dots = {(m, n): (at(q, m) * at(k, n)).sum().item() for m, n in ((5, 2), (9, 6), (30, 27), (3, 3), (20, 20))}
+    assert dots[(5, 2)] == pytest.approx(dots[(9, 6)], rel=1e-5) == pytest.approx(dots[(30, 27)], rel=1e-5)
+    assert dots[(3, 3)] == pytest.approx((q * k).sum().item(), rel=1e-5) == pytest.approx(dots[(20, 20)], rel=1e-5)
+    assert dots[(5, 2)] != pytest.approx(dots[(3, 3)], rel=1e-3)
+    torch.testing.assert_close(at(q, 7).norm(), q.norm())  # a rotation
+
+
+PUBLISHED = {**NGPT, "position": "rope", "activation": "swiglu"}
+
+
+@pytest.mark.parametrize("kw", [PUBLISHED, {**PUBLISHED, "arch": "nugpt", "ref_width": 16, "ref_depth": 1},
+                                {**PUBLISHED, "activation": "gelu"}, {**PUBLISHED, "position": "learned"}],
+                         ids=["ngpt", "nugpt", "rope-gelu", "learned-swiglu"])
+def test_published_ngpt_architecture(kw, record_steps):
+    """RoPE (no wpe table) and SwiGLU (c_fc gives u, v; s_u, s_v): causal, unit states, unit weights after a step."""
+    m = make(**kw)
+    assert ("transformer.wpe.weight" in dict(m.named_parameters())) == (kw["position"] == "learned")
+    if kw["activation"] == "swiglu":
+        assert m.transformer.h[0].mlp.c_fc.weight.shape == (8 * TINY["n_embd"], TINY["n_embd"])
+        assert m.transformer.h[0].mlp.s_v is not None
+    x = tokens()
+    logits, _ = m(x, x)
+    for inp, out in record_steps:
+        assert_unit(out.norm(dim=-1))
+    y = x.clone()
+    y[:, 8:] = (y[:, 8:] + 1) % TINY["vocab_size"]
+    torch.testing.assert_close(m(y, y)[0][:, :8], logits[:, :8])  # positions < 8 do not see the change
+    ref_steps = 100 if kw["arch"] == "nugpt" else 0
+    opts = build_optimizers(m, train.TrainConfig(learning_rate=1e-2, weight_decay=0.0, max_iters=100, ref_steps=ref_steps))
+    m(x, x)[1].backward()
+    for opt in opts:
+        opt.step()
+    m.normalize_weights()
+    for n, v in embedding_norms(m).items():
+        assert_unit(v)
+
+
+def test_new_options_errors():
+    for kw, field in ((dict(position="alibi"), "position"), (dict(activation="relu"), "activation")):
+        with pytest.raises(ValueError, match=field):
+            GPTConfig(**TINY, **kw)
