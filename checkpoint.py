@@ -20,8 +20,11 @@ from pathlib import Path
 
 import torch
 
+from model import GPT
+
 FORMAT = "yuriiformer-ckpt-v1"
 LATEST, BEST = "ckpt.pt", "best.pt"
+CHOICES = {"auto": (BEST, LATEST), "best": (BEST,), "latest": (LATEST,)}  # which file of a run directory
 
 
 class CheckpointError(RuntimeError):
@@ -103,3 +106,31 @@ def load(path, fix):
     except Exception as e:  # truncated, damaged, or not a torch file
         msg = (str(e).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(f"{path} is truncated or damaged ({type(e).__name__}: {msg}): {fix}") from None
+
+
+def find(out_dir, which="auto", path=""):
+    """The checkpoint file to read: `path` if given, else the first of CHOICES[which] present in out_dir."""
+    if path:
+        if not Path(path).is_file():
+            raise CheckpointError(f"no checkpoint file {path}: check --ckpt_path")
+        return Path(path)
+    if which not in CHOICES:
+        raise CheckpointError(f"ckpt={which!r}: choose one of {', '.join(CHOICES)} (or give --ckpt_path=FILE)")
+    paths = [Path(out_dir) / name for name in CHOICES[which]]
+    for p in paths:
+        if p.is_file():
+            return p
+    raise CheckpointError(f"no checkpoint in {out_dir}: looked for {' and '.join(map(str, paths))}; train one with "
+                          f"`python train.py CONFIG --out_dir={out_dir}`, or pass --out_dir=DIR or --ckpt_path=FILE")
+
+
+def load_model(path):
+    """(GPT, checkpoint dict) from a checkpoint of this repo or nanoGPT (the config from its model_args)."""
+    path = Path(path)
+    other = {BEST: "--ckpt=latest (ckpt.pt)", LATEST: "--ckpt=best (best.pt)"}.get(path.name)
+    ckpt = load(path, f"use {other} or train anew" if other else "check --ckpt_path")
+    try:
+        return GPT.from_checkpoint(ckpt), ckpt
+    except (ValueError, TypeError, AttributeError, RuntimeError) as e:  # not model_args + model, or weights unfit
+        msg = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path}: unknown checkpoint format: {msg}") from None

@@ -35,14 +35,15 @@ FILE = "metrics.jsonl"
 
 class RunLog:
     """Appends records to out_dir/metrics.jsonl, flushed per line; resume_at=it drops the lines written after the
-    checkpoint of iteration it (and the final record), so a resumed run continues the file exactly."""
+    checkpoint of iteration it (and the final record), so a resumed run continues the file exactly; append=True
+    adds to a finished run's file (eval.py)."""
 
-    def __init__(self, out_dir, resume_at=None, wandb=None):
+    def __init__(self, out_dir, resume_at=None, wandb=None, append=False):
         self.path = Path(out_dir) / FILE
         if resume_at is not None and self.path.exists():
             keep = [r for r in read(self.path) if r.get("iter", 0) <= resume_at and r["kind"] != "final"]
             utils.atomic_write_text("".join(json.dumps(r) + "\n" for r in keep), self.path)
-        self.file = open(self.path, "a" if resume_at is not None else "w")
+        self.file = open(self.path, "a" if resume_at is not None or append else "w")
         self.wandb = None
         if wandb is not None:  # dict(project=..., name=..., config=...)
             try:

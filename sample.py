@@ -22,7 +22,7 @@ from torch.nn import functional as F
 import checkpoint
 import utils
 from configurator import ConfigError, build, parse_args
-from model import GPT
+from data.tokenizer import TokenizerError, get_encoding
 
 
 class SampleError(ValueError):
@@ -37,9 +37,6 @@ def check_sampling(temperature, top_k=None, top_p=None):
         raise SampleError(f"top_k={top_k} must be >= 1 (or None for no top-k filtering)")
     if top_p is not None and not 0 < top_p <= 1:
         raise SampleError(f"top_p={top_p} must be in (0, 1] (1.0 turns nucleus sampling off)")
-
-
-CKPT_FILES = {"auto": ("best.pt", "ckpt.pt"), "best": ("best.pt",), "latest": ("ckpt.pt",)}
 
 
 @dataclass
@@ -60,8 +57,9 @@ class SampleConfig:
 
     def __post_init__(self):
         check_sampling(self.temperature, self.top_k, self.top_p)
-        if self.ckpt not in CKPT_FILES:
-            raise SampleError(f"ckpt={self.ckpt!r}: choose one of {', '.join(CKPT_FILES)} (or give --ckpt_path=FILE)")
+        if self.ckpt not in checkpoint.CHOICES:
+            raise SampleError(f"ckpt={self.ckpt!r}: choose one of {', '.join(checkpoint.CHOICES)} (or give "
+                              "--ckpt_path=FILE)")
         if self.num_samples < 1 or self.max_new_tokens < 0:
             raise SampleError("num_samples must be >= 1 and max_new_tokens >= 0")
 
@@ -72,39 +70,6 @@ def load_config(argv):
     raw = {**{k: v for k, v in files.items() if k in SampleConfig.__dataclass_fields__},
            **parse_args([a for a in argv if a.startswith("--")])}
     return build(SampleConfig, raw)
-
-
-def checkpoint_path(cfg):
-    """The checkpoint file cfg points at: ckpt_path, else the first of CKPT_FILES[ckpt] present in out_dir."""
-    if cfg.ckpt_path:
-        if not Path(cfg.ckpt_path).is_file():
-            raise SampleError(f"no checkpoint file {cfg.ckpt_path}: check --ckpt_path")
-        return Path(cfg.ckpt_path)
-    paths = [Path(cfg.out_dir) / name for name in CKPT_FILES[cfg.ckpt]]
-    for path in paths:
-        if path.is_file():
-            return path
-    raise SampleError(f"no checkpoint in {cfg.out_dir}: looked for {' and '.join(map(str, paths))}; train one with "
-                      f"`python train.py CONFIG --out_dir={cfg.out_dir}`, or pass --out_dir=DIR or --ckpt_path=FILE")
-
-
-def load_model(path):
-    """GPT from a checkpoint of this repo or nanoGPT (config taken from its model_args)."""
-    path = Path(path)
-    other = {"best.pt": "--ckpt=latest (ckpt.pt)", "ckpt.pt": "--ckpt=best (best.pt)"}.get(path.name)
-    fix = f"sample from {other} or train anew" if other else "check --ckpt_path"
-    try:
-        ckpt = checkpoint.load(path, fix)
-    except checkpoint.CheckpointError as e:
-        raise SampleError(str(e)) from None
-    try:
-        return GPT.from_checkpoint(ckpt)
-    except (ValueError, TypeError, AttributeError, RuntimeError) as e:  # not model_args + model, or weights unfit
-        raise SampleError(f"{path}: unknown checkpoint format: {first_line(e)}") from None
-
-
-def first_line(e):
-    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def read_prompt(start, enc):
@@ -220,8 +185,6 @@ class TextStream:
 
 def sample(cfg, out=None):
     """Load the model, then write cfg.num_samples continuations of the prompt to out, token by token."""
-    from data.tokenizer import get_encoding
-
     out = out or sys.stdout
     try:
         device = utils.resolve_device(cfg.device)
@@ -229,11 +192,8 @@ def sample(cfg, out=None):
     except ValueError as e:
         raise SampleError(str(e)) from None
     utils.setup_runtime(device, cfg.seed)
-    model = load_model(checkpoint_path(cfg)).to(device).eval()
-    try:
-        enc = get_encoding()
-    except RuntimeError as e:
-        raise SampleError(str(e)) from None
+    model = checkpoint.load_model(checkpoint.find(cfg.out_dir, cfg.ckpt, cfg.ckpt_path))[0].to(device).eval()
+    enc = get_encoding()
     if model.config.vocab_size < enc.n_vocab:
         raise SampleError(f"the model's vocab_size={model.config.vocab_size} is smaller than GPT-2 BPE's "
                           f"{enc.n_vocab}: sample.py needs a model trained on GPT-2 BPE tokens")
@@ -259,7 +219,7 @@ def sample(cfg, out=None):
 def main(argv=None):
     try:
         sample(load_config(sys.argv[1:] if argv is None else argv))
-    except (ConfigError, SampleError) as e:
+    except (ConfigError, SampleError, checkpoint.CheckpointError, TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -103,6 +103,7 @@ class TrainConfig:
     multilevel_momentum: str = "keep"  # optimizer state at a level switch: keep | reset (a fresh state) | per_level
     multilevel_correction: float = 0.0  # tau: coarse steps get the first-order coherence term (MG/OPT); 0: plain
     eval_coarse: bool = False  # evaluations also report the 2-level coarse networks (offsets 0, 1) at the shared weights
+    eval_tasks: str = ""  # at the end, eval.py on best.pt: e.g. "tinystories_endings,val_ppl" or "hellaswag" ('' off)
 
 
     def __post_init__(self):
@@ -588,12 +589,19 @@ class Trainer:
 
 
 def train(cfg, mcfg, raw=None, stop=None):
-    """Run training; returns a summary dict (best/final val loss, iterations, wall time)."""
+    """Run training; returns a summary dict (best/final val loss, iterations, wall time; eval_tasks' results)."""
     trainer = Trainer(cfg, mcfg, raw)
     try:
-        return trainer.run(stop or Stop())
+        summary = trainer.run(stop or Stop())
     finally:
         trainer.close()
+    if cfg.eval_tasks and trainer.d.master and not summary.get("interrupted") and (trainer.out_dir / "best.pt").exists():
+        import eval as evaluation  # lm-evaluation-harness is imported only when asked for
+
+        summary["eval"] = evaluation.evaluate(evaluation.EvalConfig(
+            out_dir=str(trainer.out_dir), tasks=cfg.eval_tasks, device=trainer.d.device, dtype=trainer.cfg.dtype))
+        print(evaluation.summary(summary["eval"]))
+    return summary
 
 
 def main(argv=None):

@@ -265,7 +265,7 @@ def test_main_errors(tmp_path, capsys, case, msg, enc):
     assert err.startswith("error: ") and err.count("\n") == 1 and msg.format(d=d) in err, err
     if case in ("not_torch", "truncated_best"):  # and the fix
         assert err.rstrip().endswith("check --ckpt_path" if case == "not_torch" else
-                                     "sample from --ckpt=latest (ckpt.pt) or train anew"), err
+                                     "use --ckpt=latest (ckpt.pt) or train anew"), err
 
 
 @pytest.mark.gpu

@@ -1,0 +1,262 @@
+"""
+Evaluate a checkpoint: downstream tasks through lm-evaluation-harness, perplexity on the run's own val split.
+
+    python eval.py --out_dir=out-owt-small-nesterov --tasks=hellaswag --num_fewshot=10      # the paper's (acc_norm)
+    python eval.py --out_dir=out-owt-small-nesterov --tasks=arc_easy --num_fewshot=25
+    python eval.py --out_dir=out-tinystories-nesterov-cpu --tasks=tinystories_endings,val_ppl  # offline: evals/*.yaml
+
+Tasks: any lm-evaluation-harness task name (loaded from the HuggingFace hub as the harness does), a YAML task config
+in evals/ by its name or any path to one (local files: `dataset_path: json` with `data_files` relative to the YAML),
+and val_ppl (perplexity on the prepared val split the run trained on, every block once). The harness's results JSON
+goes to <out_dir>/eval/<tasks>.json and one "task" record per task to <out_dir>/metrics.jsonl.
+
+Our model to the harness (YuriiLM): GPT-2 BPE from data/tokenizer.py; a (context, continuation) pair is scored by
+one forward pass over context + continuation, batched; where the pair is longer than block_size the context is cut
+from the left to the last block_size tokens (what the harness's own HF model does); a continuation longer than
+block_size keeps its last block_size - 1 tokens scored. Rolling loglikelihoods use the harness's disjoint windows.
+lm-eval is an optional extra: pip install -e ".[eval]".
+"""
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+import checkpoint
+import utils
+from configurator import ConfigError, build, parse_args
+from data.loader import BinLoader, DataError
+from data.tokenizer import TokenizerError, get_encoding
+from runlog import RunLog
+
+ROOT = Path(__file__).resolve().parent
+EVALS = ROOT / "evals"
+
+
+class EvalError(ValueError):
+    """A user error (task, checkpoint, setting); main() prints it as one line and exits with 2."""
+
+
+@dataclass
+class EvalConfig:
+    out_dir: str = "out"  # run directory written by train.py (or nanoGPT)
+    ckpt: str = "best"  # which file of out_dir: best (best.pt) | latest (ckpt.pt) | auto (best.pt, else ckpt.pt)
+    ckpt_path: str = ""  # a checkpoint file to evaluate instead
+    tasks: str = "tinystories_endings"  # comma-separated: harness task names, evals/ YAML names or paths, val_ppl
+    num_fewshot: int | None = None  # the harness's few-shot count (None: each task's default)
+    limit: int | None = None  # only the first N documents of each task, N batches of val_ppl (a smoke test)
+    batch_size: int = 16  # sequences per forward pass
+    device: str = "auto"
+    dtype: str = "float32"  # float32 (exact log-likelihoods) | bfloat16 | float16
+    seed: int = 1234  # the harness's few-shot sampling seed
+    data_dir: str = ""  # val_ppl: prepared data (default: the run's own data_dir / dataset)
+    log: bool = True  # append "task" records to <out_dir>/metrics.jsonl
+
+
+def load_lm_eval():
+    try:
+        import lm_eval
+        from lm_eval.api.model import TemplateLM
+    except ImportError:
+        raise EvalError('downstream tasks need lm-evaluation-harness: pip install -e ".[eval]" (or pip install '
+                        'lm-eval); val_ppl works without it') from None
+    return lm_eval, TemplateLM
+
+
+def make_lm(model, device, dtype, batch_size):
+    """The harness's LM for our model (a class defined once lm_eval is importable)."""
+    _, TemplateLM = load_lm_eval()
+
+    class YuriiLM(TemplateLM):
+        def __init__(self):
+            super().__init__()
+            self.model, self.where, self.dtype, self.batch_size = model, device, dtype, batch_size
+            self.enc, self.max_length = get_encoding(), model.config.block_size
+
+        @property
+        def eot_token_id(self):
+            return self.enc.eot_token
+
+        def tok_encode(self, string, add_special_tokens=None, **kwargs):
+            return self.enc.encode_ordinary(string)
+
+        def tok_decode(self, tokens, **kwargs):
+            return self.enc.decode(tokens)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kwargs):
+            pairs = [(ctx, cont) for _, ctx, cont in requests]
+            return score_pairs(self.model, pairs, self.where, self.dtype, self.batch_size, disable_tqdm)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+            out = []
+            for (text,) in tqdm([r.args for r in requests], desc="rolling loglikelihood", disable=disable_tqdm):
+                windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+                    self.tok_encode(text), self.eot_token_id, self.max_length, 1)]
+                out.append(sum(ll for ll, _ in score_pairs(self.model, windows, self.where, self.dtype,
+                                                           self.batch_size, True)))
+            return out
+
+        def generate_until(self, requests, disable_tqdm=False):
+            from sample import generate_all
+            out = []
+            for ctx, kw in tqdm([r.args for r in requests], desc="generate", disable=disable_tqdm):
+                until = kw.get("until", []) or []
+                until = [until] if isinstance(until, str) else until
+                ids = self.tok_encode(ctx)[-(self.max_length - 1):] or [self.eot_token_id]
+                idx = torch.tensor([ids], device=self.where)
+                with torch.no_grad(), utils.autocast(self.where, self.dtype):
+                    new = generate_all(self.model, idx, kw.get("max_gen_toks", 256), 1.0, 1)[0, len(ids):]
+                text = self.tok_decode(new.tolist())
+                for stop in until:
+                    text = text.split(stop)[0]
+                out.append(text)
+            return out
+
+    return YuriiLM()
+
+
+@torch.no_grad()
+def score_pairs(model, pairs, device, dtype, batch_size, disable_tqdm=False):
+    """[(sum of log p(continuation | context), whether it is the greedy continuation)] for token-id pairs, batched by
+    length (longest first), each pair cut from the left to block_size + 1 tokens."""
+    T = model.config.block_size
+    seqs = [(ctx + cont)[-(T + 1):] for ctx, cont in pairs]
+    n_cont = [min(len(cont), T) for _, cont in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: -len(seqs[i]))
+    out = [None] * len(pairs)
+    bar = tqdm(total=len(pairs), desc="loglikelihood", disable=disable_tqdm, unit="choice")
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        width = max(len(seqs[i]) - 1 for i in batch)
+        x = torch.zeros(len(batch), width, dtype=torch.long)
+        y = torch.full((len(batch), width), -1, dtype=torch.long)
+        for row, i in enumerate(batch):
+            s = seqs[i]
+            x[row, :len(s) - 1], y[row, :len(s) - 1] = torch.tensor(s[:-1]), torch.tensor(s[1:])
+        with utils.autocast(device, dtype):
+            logits, _ = model(x.to(device), y.to(device))  # (B, width, V); padded positions are not read
+        logp = F.log_softmax(logits.float(), dim=-1)
+        for row, i in enumerate(batch):
+            n, k = len(seqs[i]) - 1, n_cont[i]
+            lp = logp[row, n - k:n]  # (k, V): the positions that predict the continuation
+            target = y[row, n - k:n].to(lp.device)
+            out[i] = (lp.gather(-1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all()))
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def task_spec(name):
+    """A harness task: its name, or the config dict of an evals/ YAML (by name or path), data files made absolute."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else EVALS / f"{name}.yaml"
+    if not path.is_file():
+        if name.endswith((".yaml", ".yml")):
+            raise EvalError(f"no task config at {name}: check the path")
+        return name
+    import yaml
+    cfg = yaml.safe_load(path.read_text())
+    files = cfg.get("dataset_kwargs", {}).get("data_files")
+    if isinstance(files, dict):
+        cfg["dataset_kwargs"]["data_files"] = {k: str((path.parent / v).resolve()) for k, v in files.items()}
+    return cfg
+
+
+@torch.no_grad()
+def val_ppl(model, data_dir, device, dtype, batch_size, limit=None):
+    """Mean token loss and perplexity over every block of the val split (non-overlapping, block_size + 1 tokens), or
+    its first `limit` batches."""
+    T = model.config.block_size
+    loader = BinLoader(data_dir, "val", batch_size, T, order="epoch", seed=0, device=device,
+                       vocab_size=model.config.vocab_size)
+    n_batches = (len(loader.data) - T) // ((T + 1) * batch_size)
+    n_batches = min(n_batches, limit) if limit else n_batches
+    total = 0.0
+    for _ in tqdm(range(n_batches), desc="val_ppl", unit="batch"):
+        x, y = loader.next_batch()
+        with utils.autocast(device, dtype):
+            total += model(x, y)[1].item()
+    loss = total / max(1, n_batches)
+    return dict(loss=loss, ppl=math.exp(loss), tokens=n_batches * batch_size * T, data_dir=str(data_dir))
+
+
+def evaluate(cfg):
+    """Run cfg.tasks on the checkpoint; returns {task: metrics} and writes the results JSON and task records."""
+    device = utils.resolve_device(cfg.device)
+    dtype = utils.resolve_dtype(cfg.dtype, device)
+    utils.setup_runtime(device, cfg.seed)
+    path = checkpoint.find(cfg.out_dir, cfg.ckpt, cfg.ckpt_path)
+    model, ckpt = checkpoint.load_model(path)
+    model = model.to(device).eval()
+    tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise EvalError("tasks is empty: give --tasks=NAME[,NAME...]")
+    results, harness, t0 = {}, [t for t in tasks if t != "val_ppl"], time.time()
+    if "val_ppl" in tasks:
+        run_cfg = ckpt.get("config", {})
+        data_dir = cfg.data_dir or run_cfg.get("data_dir") or str(ROOT / "data" / run_cfg.get("dataset", "tinystories"))
+        results["val_ppl"] = val_ppl(model, data_dir, device, dtype, cfg.batch_size, cfg.limit)
+    if harness:
+        if model.config.vocab_size < get_encoding().n_vocab:
+            raise EvalError(f"the model's vocab_size={model.config.vocab_size} is smaller than GPT-2 BPE's: "
+                            "downstream tasks need a model trained on GPT-2 BPE tokens")
+        lm_eval, _ = load_lm_eval()
+        from lm_eval.tasks import TaskManager
+        specs = [task_spec(t) for t in harness]
+        try:
+            out = lm_eval.simple_evaluate(model=make_lm(model, device, dtype, cfg.batch_size), tasks=specs,
+                                          num_fewshot=cfg.num_fewshot, limit=cfg.limit,
+                                          task_manager=TaskManager(include_defaults=any(isinstance(s, str) for s in specs)),
+                                          random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
+                                          fewshot_random_seed=cfg.seed, log_samples=False)
+        except (KeyError, ValueError, FileNotFoundError, ConnectionError, OSError) as e:
+            msg = (str(e).strip().splitlines() or [""])[0][:200]
+            raise EvalError(f"the harness could not load or run {', '.join(harness)} ({type(e).__name__}: {msg}): "
+                            "check the task names (lm_eval --tasks list), or use a local YAML task in evals/") from None
+        if not out or not out.get("results"):
+            raise EvalError(f"the harness found none of the tasks {', '.join(harness)}: check their names")
+        for name, metrics in out["results"].items():
+            results[name] = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "alias"}
+        out_path = Path(cfg.out_dir if not cfg.ckpt_path else Path(cfg.ckpt_path).parent) / "eval"
+        out_path.mkdir(parents=True, exist_ok=True)
+        utils.atomic_write_text(json.dumps(out, indent=1, default=str) + "\n", out_path / f"{'_'.join(harness)}.json")
+    seconds = time.time() - t0
+    run_dir = Path(cfg.ckpt_path).parent if cfg.ckpt_path else Path(cfg.out_dir)
+    if cfg.log and (run_dir / "metrics.jsonl").exists():
+        log = RunLog(run_dir, append=True)
+        it = ckpt.get("iter_num", 0)
+        for name, metrics in results.items():
+            log.log("task", iter=it, tokens=None, flops=ckpt.get("flops"), time=ckpt.get("elapsed"), task=name,
+                    metrics=metrics, num_fewshot=cfg.num_fewshot, limit=cfg.limit, checkpoint=str(path),
+                    seconds=seconds)
+        log.close()
+    return results
+
+
+def summary(results):
+    lines = []
+    for name, m in results.items():
+        keys = [k for k in ("acc_norm,none", "acc,none", "ppl", "loss", "word_perplexity,none") if k in m]
+        lines.append(f"{name}: " + ", ".join(f"{k.split(',')[0]} {m[k]:.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    try:
+        raw = parse_args(sys.argv[1:] if argv is None else argv)
+        cfg = build(EvalConfig, raw)
+        results = evaluate(cfg)
+    except (ConfigError, EvalError, DataError, TokenizerError, checkpoint.CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(summary(results))
+
+
+if __name__ == "__main__":
+    main()
