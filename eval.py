@@ -112,7 +112,7 @@ def make_lm(model, device, dtype, batch_size):
                 ids = self.tok_encode(ctx)[-(self.max_length - 1):] or [self.eot_token_id]
                 idx = torch.tensor([ids], device=self.where)
                 with torch.no_grad(), utils.autocast(self.where, self.dtype):
-                    new = generate_all(self.model, idx, kw.get("max_gen_toks", 256), 1.0, 1)[0, len(ids):]
+                    new = generate_all(self.model, idx, kw.get("max_gen_toks", 256), top_k=1)[0, len(ids):]  # greedy
                 text = self.tok_decode(new.tolist())
                 for stop in until:
                     text = text.split(stop)[0]

@@ -94,6 +94,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bfloat16 where native, else float16 on CUDA, float32 on CPU) | bfloat16 | ...
     compile: bool = False
+    tf32: bool = True  # CUDA: TF32 matmuls for fp32 work (False: exact fp32)
     seed: int = 1337
     # multilevel training (multilevel.py): coarse levels use every 2^j-th layer with 2^j times longer steps
     multilevel_levels: int = 1  # m levels, 1: off
@@ -321,7 +322,7 @@ class Trainer:
 
     def __init__(self, cfg, mcfg, raw=None):
         self.d = d = Dist(cfg)
-        utils.setup_runtime(d.device, seed=cfg.seed)  # same seed on every rank: identical initial weights
+        utils.setup_runtime(d.device, seed=cfg.seed, tf32=cfg.tf32)  # same seed on every rank: identical weights
         model, ckpt, cfg, mcfg = init_model(cfg, mcfg, raw or {})
         dtype = utils.resolve_dtype(cfg.dtype, d.device)
         self.cfg = cfg = replace(cfg, dtype=dtype, muon_dtype=muon_dtype(cfg.muon_dtype, d.device))  # saved resolved

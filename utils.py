@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 
 # dense bf16 tensor-core peaks (FLOP/s) for MFU; matched against torch.cuda.get_device_name()
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "RTX 4090": 165e12}
+PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "H100": 989e12, "GH200": 989e12,
+              "B200": 2250e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12, "L40": 181e12, "A6000": 155e12,
+              "A10G": 125e12, "L4": 121e12, "RTX 4090": 165e12, "RTX 3090": 71e12}  # the first name contained wins
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -57,13 +59,14 @@ def autocast(device, dtype):
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=DTYPES[dtype])
 
 
-def setup_runtime(device, seed=None):
-    """Fast, reproducible defaults: TF32 on CUDA, flushed denormals on CPU (they slowed matmuls 15x here)."""
+def setup_runtime(device, seed=None, tf32=True):
+    """Fast, reproducible defaults: TF32 matmuls on CUDA (tf32=False: exact fp32), flushed denormals on CPU (they
+    slowed matmuls 15x here)."""
     if seed is not None:
         torch.manual_seed(seed)
     if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     else:
         torch.set_flush_denormal(True)
 
