@@ -121,6 +121,17 @@ def welch_p(a, b):
     return None if math.isnan(p) else p
 
 
+def paired_p(a, b, seeds_a, seeds_b):
+    """Two-sided paired t-test over the seeds both have (same seed: same data order and init), None below 2 pairs."""
+    from scipy.stats import ttest_rel
+
+    pairs = [(x, b[seeds_b.index(s)]) for x, s in zip(a, seeds_a) if s in seeds_b]
+    if len(pairs) < 2:
+        return None
+    p = float(ttest_rel(*zip(*pairs)).pvalue)
+    return None if math.isnan(p) else p
+
+
 def run_record(r):
     """The per-run numbers kept in results.json."""
     head, final = r["header"], r["final"]
@@ -152,6 +163,7 @@ def summarize(groups, baseline):
         for key in ("best_val", "final_val"):
             row[f"{key}_delta"] = row[f"{key}_mean"] - base[f"{key}_mean"]
             row[f"{key}_p"] = None if row is base else welch_p(row[key], base[key])
+            row[f"{key}_p_paired"] = None if row is base else paired_p(row[key], base[key], row["seeds"], base["seeds"])
     return rows
 
 
@@ -164,17 +176,18 @@ def fmt_p(p):
 
 
 def markdown(rows, baseline):
-    """Results table (loss columns: mean +- sample std over seeds; delta and Welch p against the baseline)."""
+    """Results table (loss columns: mean +- sample std over seeds; delta, Welch and paired p against the baseline)."""
     lines = [f"| variant | seeds | best val | final val | best - {baseline} | p (best) | final - {baseline} | "
-             "p (final) | tokens | wall time | params | params w/o pos, V_0 | FLOPs/token |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "p (final) | p paired (final) | tokens | wall time | params | params w/o pos, V_0 | FLOPs/token |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     mil = lambda n: "-" if n is None else f"{n / 1e6:.2f}M"  # noqa: E731
     pm = lambda m, s: fmt(m) + ("" if s is None else f" ± {fmt(s)}")  # noqa: E731
     for r in rows:
         lines.append(f"| {r['variant']} | {r['n_seeds']} | {pm(r['best_val_mean'], r['best_val_std'])} | "
                      f"{pm(r['final_val_mean'], r['final_val_std'])} | {r['best_val_delta']:+.4f} | "
                      f"{fmt_p(r['best_val_p'])} | {r['final_val_delta']:+.4f} | {fmt_p(r['final_val_p'])} | "
-                     f"{r['tokens'] / 1e6:.2f}M | {r['wall_time']:.0f} s | {mil(r['num_params'])} | "
+                     f"{fmt_p(r['final_val_p_paired'])} | {r['tokens'] / 1e6:.2f}M | {r['wall_time']:.0f} s | "
+                     f"{mil(r['num_params'])} | "
                      f"{mil(r['num_params_no_pos_v0'])} | {r['flops_per_token'] / 1e6:.1f}M |")
     order = sorted(rows, key=lambda r: r["best_val_mean"])
     lines += ["", "Ordering by mean best val loss (lower is better): "
@@ -208,6 +221,48 @@ def plot_val(groups, out, x_key, xlabel):
     span = max(tops) - min(lows)
     ax.set_ylim(min(lows) - 0.05 * span, max(tops) + 0.05 * span)  # the last three quarters of training
     ax.set(xlabel=xlabel, ylabel="val loss", title="validation loss (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def differences(groups, baseline):
+    """{variant: (iters, mean, std, per-seed array)} of val loss minus the same seed's baseline, on shared evals."""
+    base = {r["header"]["config"]["seed"]: {e["iter"]: e["val_loss"] for e in r["evals"]} for r in groups[baseline]}
+    out = {}
+    for name, runs in groups.items():
+        if name == baseline:
+            continue
+        per_seed = []
+        for r in runs:
+            b = base.get(r["header"]["config"]["seed"])
+            if b:
+                per_seed.append({e["iter"]: e["val_loss"] - b[e["iter"]] for e in r["evals"] if e["iter"] in b})
+        if per_seed:
+            iters = sorted(set.intersection(*(set(d) for d in per_seed)))
+            y = np.array([[d[i] for i in iters] for d in per_seed])
+            out[name] = (np.array(iters), y.mean(0), y.std(0, ddof=1) if len(y) > 1 else np.zeros(len(iters)), y)
+    return out
+
+
+def crossings(iters, mean):
+    """Steps after which the mean difference changes sign (the orderings cross)."""
+    s = np.sign(mean)
+    return [int(iters[i + 1]) for i in range(len(s) - 1) if s[i] != 0 and s[i + 1] != 0 and s[i] != s[i + 1]]
+
+
+def plot_differences(diffs, baseline, out):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, (x, m, sd, _) in diffs.items():
+        keep = x > 0
+        (line,) = ax.plot(x[keep], m[keep], label=name)
+        ax.fill_between(x[keep], (m - sd)[keep], (m + sd)[keep], color=line.get_color(), alpha=0.15, lw=0)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(xlabel="steps", ylabel=f"val loss - {baseline} (same seed)", title="difference to the baseline (mean ± std)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -260,6 +315,16 @@ def write_outputs(groups, baseline, out_dir, meta):
                             out_dir / "results.json")
     for x_key, label in (("iter", "steps"), ("tokens", "tokens"), ("flops", "training FLOPs")):
         plot_val(groups, out_dir / f"val_loss_{label.split()[-1].lower()}.png", x_key, label)
+    diffs = differences(groups, baseline)
+    if diffs:
+        plot_differences(diffs, baseline, out_dir / "val_loss_difference.png")
+        lines = ["", f"Difference to {baseline} over training (val loss, same seed; mean over seeds): sign changes", ""]
+        for name, (x, m, _, _) in diffs.items():
+            cross = crossings(x[x > 0], m[x > 0])
+            lines.append(f"- {name}: at step {int(x[-1])} {m[-1]:+.4f}; " + (
+                "crosses zero after step " + ", ".join(map(str, cross)) if cross else "no crossing after step 0"))
+        table += "\n".join(lines) + "\n"
+        utils.atomic_write_text(table, out_dir / "results.md")
     for name, runs in groups.items():
         plot_coefficients(name, runs, out_dir / f"coef_{name}.png")
     return rows, table
