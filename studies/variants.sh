@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The controlled variant comparison (studies/RESULTS.md#variants): 4 layers, 4 heads, width 128, T 128, batch 16,
+# The controlled variant comparison (studies/RESULTS.md#variants): 4 layers, 4 heads, width 128, T 128, batch 8,
 # 1,500 steps (warmup 150, cosine to 0.1x), the *_cpu.py Muon + AdamW recipe, fp32, eager, 3 seeds, the same data
 # order per seed, TinyStories with its 4,095 most frequent tokens + <unk>.
 #   arms:   baseline gd_euler polyak yuriiformer nesterov_euler imex,
@@ -18,7 +18,7 @@ ROOT=${ROOT:-out-studies}
 DATA=${DATA:-data/tinystories_study}
 SEEDS=${SEEDS:-"0 1 2"}
 prepare_tinystories "$DATA"
-MODEL="config/tinystories_baseline_cpu.py --vocab_size=4096 --n_embd=128 --dtype=float32 --compile=False
+MODEL="config/tinystories_baseline_cpu.py --vocab_size=4096 --n_embd=128 --batch_size=8 --dtype=float32 --compile=False
        --always_save_checkpoint=False"
 COMMON="$MODEL --data_dir=${DATA}_top4096 --max_iters=1500 --lr_decay_iters=1500 --warmup_iters=150
         --eval_interval=100 --eval_iters=16 --log_interval=25"
