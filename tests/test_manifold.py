@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train
-from manifold import ManifoldMuon, msign, project, retract, tall, tangent_direction
+from manifold import MUON_NS, ManifoldMuon, msign, project, retract, tall, tangent_direction
 from model import GPT, GPTConfig
 from runlog import attention_logit_max, violation
 from tests.helpers import args as train_args
@@ -285,7 +285,7 @@ def test_reference_dgram_retraction_and_init():
 
 
 def test_reference_scaling_is_raw_nesterov_momentum_without_shape_factor():
-    """scaling="reference" on geometry none: buf = mu buf + g, direction msign(g + mu buf), step lr (no
+    """scaling="reference" on geometry none: buf = mu buf + g, direction Muon's 5-step msign(g + mu buf), step lr (no
     sqrt(max(1, m/n))), weight decay on unconstrained matrices; the manifold branch takes no weight decay."""
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(48, 16))
@@ -297,7 +297,7 @@ def test_reference_scaling_is_raw_nesterov_momentum_without_shape_factor():
         p.grad = g.clone()
         opt.step()
         buf = 0.9 * buf + g
-        want = want * (1 - 0.1 * 0.5) - 0.1 * msign(g + 0.9 * buf, dtype=torch.float32)
+        want = want * (1 - 0.1 * 0.5) - 0.1 * msign(g + 0.9 * buf, (MUON_NS,) * 5, torch.float32)
     torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-6)
     q = torch.nn.Parameter(on_manifold((48, 16), "stiefel").clone())
     opt = ManifoldMuon([q], lr=0.0, weight_decay=0.5, geometry="stiefel", scaling="reference", ns_dtype="float32")

@@ -43,7 +43,7 @@ def test_overrides_win_and_types_are_checked(tmp_path):
     (["--compile=1"], "compile=1: expected bool"),
     (["--n_layer=two"], "n_layer='two': expected int"),
     (["--batch_size=0"], "batch_size=0 must be >= 1"),
-    (["--optimizer=sgd"], "optimizer='sgd': choose one of adamw, muon"),
+    (["--optimizer=lbfgs"], "optimizer='lbfgs': choose one of adamw, sgd, muon, manifold_muon"),
     (["--variant=nesterov"], "variant='nesterov': choose one of baseline"),
     (["--update=gd", "--lnv=True"], "lnv=True needs a velocity"),
     (["--split=euler", "--imex_iters=2"], "imex_iters=2 only applies to split='imex'"),
