@@ -185,6 +185,12 @@ def lab():
     run_study.report(RESULTS / "lab", "python -m studies.analyze lab")
 
 
+def has_records(study):
+    """Whether studies/results/<study>/ holds any run record to analyse."""
+    folder = RESULTS / study
+    return (folder / "runs.jsonl").exists() if study in ("lr_transfer", "lab") else (folder / "runs").is_dir()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("study", choices=(*STUDIES, "all"))
@@ -204,6 +210,12 @@ def main(argv=None):
                         shutil.rmtree(RESULTS / study / sub, ignore_errors=True)
                         moved.rename(RESULTS / study / sub)
             print(f"{study}: copied {n} finished runs from {src}")
+        if not has_records(study):
+            msg = f"{study}: no run records in studies/results/{study}/ yet: run bash studies/{study}.sh first"
+            if a.study != "all":
+                raise SystemExit(f"error: {msg}")
+            print(msg)
+            continue
         {"variants": variants, "geometry": geometry, "multilevel": multilevel, "lr_transfer": lr_transfer_study,
          "lab": lab}[study]()
 

@@ -133,3 +133,12 @@ def test_trains_two_tiny_runs_and_reports(tmp_path):
     mtime = (runs / "baseline/seed0/metrics.jsonl").stat().st_mtime
     compare.main(argv)  # finished runs are skipped
     assert (runs / "baseline/seed0/metrics.jsonl").stat().st_mtime == mtime
+
+
+def test_analyze_names_the_queue_when_a_study_has_no_records(monkeypatch, tmp_path, capsys):
+    from studies import analyze
+    monkeypatch.setattr(analyze, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit, match="error: geometry: no run records .* run bash studies/geometry.sh first"):
+        analyze.main(["geometry"])
+    analyze.main(["all"])  # every study empty: one line each, no traceback
+    assert capsys.readouterr().out.count("no run records") == len(analyze.STUDIES)
