@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from model import GPT
+from utils import first_line
 
 FORMAT = "yuriiformer-ckpt-v1"
 LATEST, BEST = "ckpt.pt", "best.pt"
@@ -104,8 +105,12 @@ def load(path, fix):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, damaged, or not a torch file
-        msg = (str(e).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{path} is truncated or damaged ({type(e).__name__}: {msg}): {fix}") from None
+        raise CheckpointError(f"{path} is truncated or damaged ({type(e).__name__}: {first_line(e, 160)}): {fix}") from None
+
+
+def choice_problem(which):
+    """Why `which` names no file of a run directory (CHOICES), or '' when it does."""
+    return "" if which in CHOICES else f"ckpt={which!r}: choose one of {', '.join(CHOICES)} (or give --ckpt_path=FILE)"
 
 
 def find(out_dir, which="auto", path=""):
@@ -114,8 +119,8 @@ def find(out_dir, which="auto", path=""):
         if not Path(path).is_file():
             raise CheckpointError(f"no checkpoint file {path}: check --ckpt_path")
         return Path(path)
-    if which not in CHOICES:
-        raise CheckpointError(f"ckpt={which!r}: choose one of {', '.join(CHOICES)} (or give --ckpt_path=FILE)")
+    if choice_problem(which):
+        raise CheckpointError(choice_problem(which))
     paths = [Path(out_dir) / name for name in CHOICES[which]]
     for p in paths:
         if p.is_file():
@@ -132,5 +137,4 @@ def load_model(path):
     try:
         return GPT.from_checkpoint(ckpt), ckpt
     except (ValueError, TypeError, AttributeError, RuntimeError) as e:  # not model_args + model, or weights unfit
-        msg = (str(e).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"{path}: unknown checkpoint format: {msg}") from None
+        raise CheckpointError(f"{path}: unknown checkpoint format: {first_line(e)}") from None

@@ -216,8 +216,8 @@ def evaluate(cfg):
                                           random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
                                           fewshot_random_seed=cfg.seed, log_samples=False)
         except (KeyError, ValueError, FileNotFoundError, ConnectionError, OSError) as e:
-            msg = (str(e).strip().splitlines() or [""])[0][:200]
-            raise EvalError(f"the harness could not load or run {', '.join(harness)} ({type(e).__name__}: {msg}): "
+            raise EvalError(f"the harness could not load or run {', '.join(harness)} ({type(e).__name__}: "
+                            f"{utils.first_line(e)}): "
                             "check the task names (lm_eval --tasks list), or use a local YAML task in evals/") from None
         if not out or not out.get("results"):
             raise EvalError(f"the harness found none of the tasks {', '.join(harness)}: check their names")

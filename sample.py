@@ -57,9 +57,8 @@ class SampleConfig:
 
     def __post_init__(self):
         check_sampling(self.temperature, self.top_k, self.top_p)
-        if self.ckpt not in checkpoint.CHOICES:
-            raise SampleError(f"ckpt={self.ckpt!r}: choose one of {', '.join(checkpoint.CHOICES)} (or give "
-                              "--ckpt_path=FILE)")
+        if checkpoint.choice_problem(self.ckpt):
+            raise SampleError(checkpoint.choice_problem(self.ckpt))
         if self.num_samples < 1 or self.max_new_tokens < 0:
             raise SampleError("num_samples must be >= 1 and max_new_tokens >= 0")
 

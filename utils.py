@@ -52,6 +52,11 @@ def resolve_dtype(dtype, device):
     return dtype
 
 
+def first_line(e, limit=200):
+    """The first line of an exception's message, at most limit characters: for one-line errors."""
+    return (str(e).strip().splitlines() or [""])[0][:limit]
+
+
 def autocast(device, dtype):
     """Mixed-precision context: autocast for bf16/fp16, nothing for fp32."""
     if dtype == "float32":
