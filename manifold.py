@@ -12,8 +12,11 @@ P keeps the entries of a symmetric n x n matrix that the constraint fixes. One s
 steepest unit-spectral-norm direction A that is tangent, P(W^T A + A^T W) = 0, by dual ascent on a symmetric
 multiplier Lambda (the dual function is ||G + 2 W P(Lambda)||_nuclear, its gradient H):
 
-    Lambda = warm ? Lambda of the previous step : -1/4 P(W^T G + G^T W)
-    K times:  A = msign(G + 2 W Lambda),  H = P(W^T A + A^T W),  Lambda -= alpha (1 - k/K) H   (stop: rms(H) < tol)
+    Lambda = warm ? Lambda of the previous step : -P(W^T G + G^T W)_ij / (2 (d_i^2 + d_j^2))   (d: column norms)
+    K times:  A = msign(G + 2 W Lambda),  H = P(W^T A + A^T W),
+              Lambda -= alpha (1 - k/K) 2 H_ij / (d_i^2 + d_j^2)                              (stop: rms(H) < tol)
+(d = 1 for stiefel and oblique: the start is -1/4 P(W^T G + G^T W), the step alpha H; for dgram the exact start
+and the per-entry step keep the solve as good at column norms near 2 as at 1.)
     W <- retract(W - lr A)
 
 Matrices of one shape and geometry go through the ascent together (batched), with no host sync inside it but a
@@ -76,18 +79,27 @@ def dual_ascent(w, g, lam, geometry, iters=20, alpha=0.1, tol=1e-3, check_every=
     iteration's step too, ready to warm-start the next optimizer step."""
     def sym(a):
         return project(w.mT @ a + a.mT @ w, geometry)  # (..., n, n)
+    scale = 2 / gram_sum(w)  # (..., n, n): 1 on unit columns; the dual's curvature grows with d_i^2 + d_j^2
     for k in range(iters):
         a = msign(g + 2 * w @ lam, steps, dtype).float()  # (..., m, n)
         h = sym(a)
-        lam = lam - alpha * (1 - k / iters) * h
+        lam = lam - alpha * (1 - k / iters) * scale * h
         if (k + 1) % check_every == 0 and k + 1 < iters and bool(rms(h).max() < tol):  # one host sync per check
             break
     return a, lam, k + 1, rms(h)
 
 
+def gram_sum(w):
+    """d_i^2 + d_j^2 (..., n, n), d the column norms of w (..., m, n)."""
+    d2 = w.square().sum(-2)
+    return d2.unsqueeze(-1) + d2.unsqueeze(-2)
+
+
 def tangent_direction(w, g, geometry, lam=None, **ascent):
-    """dual_ascent from lam (warm start) or from Lambda_0 = -1/4 P(W^T G + G^T W): (A, Lambda, iterations, rms(H))."""
-    lam = -0.25 * project(w.mT @ g + g.mT @ w, geometry) if lam is None else lam  # stiefel: G's tangent part
+    """dual_ascent from lam (warm start) or from the multiplier that makes G + 2 W Lambda tangent when W^T W is
+    diagonal, Lambda_0 = -P(W^T G + G^T W) / (2 (d_i^2 + d_j^2)) (-1/4 P(...) on unit columns: stiefel, oblique);
+    returns (A, Lambda, iterations, rms(H))."""
+    lam = -project(w.mT @ g + g.mT @ w, geometry) / (2 * gram_sum(w)) if lam is None else lam
     return dual_ascent(w, g, lam, geometry, **ascent)
 
 

@@ -9,10 +9,11 @@ Every record has `kind`, `iter` (optimizer steps done), `tokens`, `flops` (cumul
               git_commit, versions, device, world_size, argv
     train     every log_interval steps: loss (mean since the last one), lr, tok_per_s, ms_per_iter, mfu, level, offset
     eval      every eval_interval steps: train_loss, val_loss, lr, eval_seconds, coef (the update coefficients)
-    spectral  every spectral_interval steps: sigma_max, sigma_min, violation per hidden matrix, attn_logit_max per
-              layer, dual_iters and tangent_rms of manifold Muon (spectral_record)
+    spectral  every spectral_interval steps: sigma_max, sigma_min, violation per hidden matrix, attn_logit_max,
+              attn_entropy, attn_saturated per layer, dual_iters and tangent_rms of manifold Muon (spectral_record)
     task      a downstream evaluation (eval.py): task, metrics, checkpoint
-    final     at the end: best_val_loss, final_val_loss, iters, wall_time, interrupted (on a signal)
+    final     at the end: best_val_loss, final_val_loss, iters, wall_time, interrupted (on a signal); a run that
+              stopped on a non-finite loss writes one too, with diverged, diverged_at (the iteration) and error
 
 `RunLog` is the writer (the master rank; optionally mirrored to wandb). `Run(path)` reads a run back, for the
 studies, benchmarks and tests.
@@ -111,8 +112,18 @@ class Run:
 
     @property
     def finished(self):
-        """A final record that was not written by an interrupt."""
-        return self.final is not None and not self.final.get("interrupted", False)
+        """A final record that was written neither by an interrupt nor by a divergence."""
+        return self.final is not None and not self.final.get("interrupted", False) and not self.diverged
+
+    @property
+    def diverged(self):
+        """The run stopped on a non-finite loss (final record with diverged_at: the iteration)."""
+        return self.final is not None and bool(self.final.get("diverged", False))
+
+    @property
+    def done(self):
+        """Finished or diverged: a result either way (an interrupted run is neither)."""
+        return self.finished or self.diverged
 
     def evals(self):
         """Eval records by increasing iter (a resumed run may repeat one: the last is kept)."""
@@ -153,11 +164,15 @@ def violation(w, geometry):
     return (w.T @ w - torch.eye(n, device=w.device)).norm().item() / math.sqrt(n)
 
 
+SATURATED, MIN_KEYS = 0.99, 8  # a softmax row is saturated when one key takes >= 99% (rows with >= 8 keys)
+
+
 @torch.no_grad()
-def attention_logit_max(model, x, ctx):
-    """Per layer the largest attention logit (q.k times the softmax scale) over heads and causal pairs, on the first
-    4 sequences of x: each layer's input to attention is captured by a forward pre-hook and its q, k come from the
-    layer's own CausalSelfAttention.qkv."""
+def attention_stats(model, x, ctx):
+    """Per layer, on the first 4 sequences of x: the largest attention logit (q.k times the softmax scale) over heads
+    and causal pairs, the mean entropy of the attention rows (nats) and the share of saturated rows (one key >= 99%),
+    both over the rows that see at least 8 keys. Each layer's input to attention is captured by a forward pre-hook
+    and its q, k come from the layer's own CausalSelfAttention.qkv."""
     inputs, blocks = {}, list(model.transformer.h)
     hooks = [b.attn.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args))
              for i, b in enumerate(blocks)]
@@ -172,7 +187,11 @@ def attention_logit_max(model, x, ctx):
                 logits = (q.float() @ k.float().transpose(-2, -1)) * (scale or q.size(-1) ** -0.5)  # (B, nh, T, T)
                 T = logits.size(-1)
                 causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-                out[str(i)] = logits.masked_fill(~causal, -math.inf).max().item()
+                logits = logits.masked_fill(~causal, -math.inf)
+                probs = logits.softmax(-1)[:, :, MIN_KEYS - 1:]  # rows t >= 7 see >= 8 keys
+                entropy = -(probs * probs.clamp(min=1e-30).log()).sum(-1)
+                out[str(i)] = dict(logit_max=logits.max().item(), entropy=entropy.mean().item(),
+                                   saturated=(probs.amax(-1) >= SATURATED).float().mean().item())
     finally:
         model.train(training)
         for h in hooks:
@@ -180,16 +199,24 @@ def attention_logit_max(model, x, ctx):
     return out
 
 
+def attention_logit_max(model, x, ctx):
+    """Per layer the largest attention logit (attention_stats)."""
+    return {k: v["logit_max"] for k, v in attention_stats(model, x, ctx).items()}
+
+
 @torch.no_grad()
 def spectral_record(model, x, ctx, attn="none", mlp="none", optimizers=()):
     """Per hidden matrix sigma_max, sigma_min, the violation of its geometry; per layer the largest attention
-    logit on batch x; the dual ascent's iterations (mean) and tangent rms(H) (max) of manifold Muon's last step."""
+    logit, the attention entropy and the share of saturated softmax rows on batch x; the dual ascent's iterations
+    (mean) and tangent rms(H) (max) of manifold Muon's last step."""
     rec = {"sigma_max": {}, "sigma_min": {}, "violation": {}}
     for name, p in model.param_groups()["matrix"]:
         s = torch.linalg.svdvals(p.detach().float())
         rec["sigma_max"][short(name)], rec["sigma_min"][short(name)] = s[0].item(), s[-1].item()
         rec["violation"][short(name)] = violation(p, module_geometry(name, attn, mlp))
-    rec["attn_logit_max"] = attention_logit_max(model, x, ctx)
+    attn = attention_stats(model, x, ctx)
+    for key in ("logit_max", "entropy", "saturated"):
+        rec[f"attn_{key}"] = {layer: v[key] for layer, v in attn.items()}
     dual = [st for o in optimizers if isinstance(o, ManifoldMuon) for st in o.state.values() if "dual_iters" in st]
     if dual:
         rec["dual_iters"] = sum(float(st["dual_iters"]) for st in dual) / len(dual)

@@ -550,12 +550,31 @@ class Trainer:
         self.paused += time.time() - t0
 
     def run(self, stop):
-        """The loop: evaluate/save on schedule, step, log; a signal saves and stops. Returns a summary dict."""
-        cfg = self.cfg
+        """The loop: evaluate/save on schedule, step, log; a signal saves and stops; a non-finite loss writes a
+        diverged final record and raises. Returns a summary dict."""
         self.evaluated, self.level = -1, (0, 0)
         self.loss_sum = torch.zeros((), device=self.d.device)  # summed micro-step losses since the last log line
         self.t_log, self.it_log, self.f_log, self.paused = time.time(), self.it, self.flops, 0.0
         summary = {}
+        try:
+            self.loop(stop, summary)
+        except FloatingPointError as e:  # a divergence is a result: recorded, then reported as an error
+            if self.d.master:
+                self.log.log("final", **{**self.stamp(), "time": self.elapsed()}, iters=self.it, diverged=True,
+                             diverged_at=self.it, error=str(e), best_val_loss=self.best_val, final_val_loss=None,
+                             wall_time=self.elapsed())
+            raise
+        summary.update(iters=self.it, best_val_loss=self.best_val, final_val_loss=self.last_val,
+                       wall_time=self.elapsed())
+        if self.d.master:
+            self.log.log("final", **{**self.stamp(), "time": summary["wall_time"]}, **summary)
+            print(f"done: best val loss {self.best_val:.4f}, final val loss {self.last_val}, "
+                  f"{summary['wall_time']:.0f}s")
+        return summary
+
+    def loop(self, stop, summary):
+        """Evaluate/save on schedule, step, log, until max_iters or a signal (summary["interrupted"])."""
+        cfg = self.cfg
         while True:
             done_before = self.resumed_at == (self.it, True)  # this evaluation is in the checkpoint resumed from
             if cfg.spectral_interval and self.it % cfg.spectral_interval == 0 and self.d.master and not done_before:
@@ -574,13 +593,6 @@ class Trainer:
                     print(f"stopped by signal at iter {self.it}; checkpoint saved, resume with --init_from=resume")
                 summary["interrupted"] = True
                 break
-        summary.update(iters=self.it, best_val_loss=self.best_val, final_val_loss=self.last_val,
-                       wall_time=self.elapsed())
-        if self.d.master:
-            self.log.log("final", **{**self.stamp(), "time": summary["wall_time"]}, **summary)
-            print(f"done: best val loss {self.best_val:.4f}, final val loss {self.last_val}, "
-                  f"{summary['wall_time']:.0f}s")
-        return summary
 
     def close(self):
         if self.log is not None:

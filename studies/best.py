@@ -3,7 +3,8 @@ The label of the best of several finished runs by final val loss (mean over the 
 
     python -m studies.best 0.01=out/a 0.02=out/b,out/c      # prints e.g. 0.02
 
-For study queues that tune a learning rate before their main runs; unfinished runs count as infinitely bad.
+For study queues that tune a learning rate before their main runs; unfinished runs count as infinitely bad. With
+numeric labels, a best label at either end of the grid is refused (exit 2): grow the grid past it first.
 """
 
 import math
@@ -29,6 +30,12 @@ def main(argv=None):
     best = min(score, key=score.get)
     if not math.isfinite(score[best]):
         sys.exit("error: none of the runs finished")
+    try:
+        order = sorted(score, key=float)
+    except ValueError:
+        order = None
+    if order and len(order) > 2 and best in (order[0], order[-1]):
+        sys.exit(f"error: the best label {best} is at the edge of the grid {order[0]} .. {order[-1]}: add a point past it")
     print(best)
 
 

@@ -1,0 +1,135 @@
+"""
+The queues of the train.py studies (run by studies/runner.py; `bash studies/<study>.sh [--plan]`). Each function
+returns the study's jobs given its records so far (called with None: the Study itself, folders and guesses).
+
+geometry (studies/RESULTS.md#geometry): manifold Muon with a geometry per module at the variant comparison's model
+(4 layers, 4 heads, width 128, T 128, batch 8, TinyStories top-4096 vocabulary, fp32, eager), 1,500 steps (warmup
+150, cosine to 0.1x). The paper's settings where they decide the comparison: DGram weights start at their own
+singular values (mm_init=reference), its SVD retraction (mm_retraction=reference), weight decay 0.1 on the
+unconstrained baseline only; the dual ascent is ours (mm_scaling=rms, K=2, alpha 0.3: see the README).
+  1. sweep/<arm>/lr<lr>: muon_lr 0.01 .. 0.08 (factors of 2), 500 steps, seed 0, grown by a factor 2 past an edge
+     optimum (0.0025 .. 0.32); the mixed arms then x0.5 and x2 on the DGram module's lr (grown the same way)
+  2. runs/<arm>/seed<k>: the four assignments at their best rates, 3 seeds, spectral records every 100 steps
+  3. clean/<arm>/seed0: the mixed arms with mm_retraction=clean (the reference's SVD re-sorting of column norms off)
+Instability rule, fixed before the runs: a run is unstable when it diverges (non-finite loss) or when its val loss at
+an evaluation after step 300 lies more than 0.10 above its lowest val loss so far.
+"""
+
+import math
+
+from studies.runner import Job, Study
+
+GEOMETRY_ARMS = {
+    "none-none": "--geometry_attn=none --geometry_mlp=none --muon_weight_decay=0.1",
+    "stiefel-stiefel": "--geometry_attn=stiefel --geometry_mlp=stiefel",
+    "stiefel-dgram": "--geometry_attn=stiefel --geometry_mlp=dgram",
+    "dgram-stiefel": "--geometry_attn=dgram --geometry_mlp=stiefel",
+}
+DGRAM_MODULE = {"stiefel-dgram": "mlp", "dgram-stiefel": "attn"}
+GEOMETRY_DATA = "data/tinystories_study_top4096"
+GEOMETRY_COMMON = (f"config/tinystories_baseline_cpu.py --data_dir={GEOMETRY_DATA} --vocab_size=4096 --n_embd=128 "
+                   "--batch_size=8 --dtype=float32 --compile=False --always_save_checkpoint=False "
+                   "--optimizer=manifold_muon --mm_init=reference --mm_retraction=reference --eval_iters=16")
+GEOMETRY_SWEEP = "--max_iters=500 --lr_decay_iters=500 --warmup_iters=50 --eval_interval=100 --log_interval=50 --seed=0"
+GEOMETRY_MAIN = ("--max_iters=1500 --lr_decay_iters=1500 --warmup_iters=150 --eval_interval=100 --log_interval=25 "
+                 "--spectral_interval=100")
+GEOMETRY_LRS, GEOMETRY_LR_RANGE = (0.01, 0.02, 0.04, 0.08), (0.0025, 0.32)
+MULTS, MULT_RANGE = (0.5, 1.0, 2.0), (0.125, 8.0)
+SEEDS = (0, 1, 2)
+UNSTABLE_RISE, UNSTABLE_AFTER = 0.10, 300
+
+
+def final_loss(run):
+    """A landed run's final val loss (inf when it diverged or is missing)."""
+    if run is None or run.diverged:
+        return math.inf
+    loss = run.final.get("final_val_loss")
+    return loss if loss is not None and math.isfinite(loss) else math.inf
+
+
+def bracket(losses, start, lo, hi):
+    """Grow a factor-2 grid until its best point is interior: (grid to run, best or None while growing, edge note).
+    losses: {value: loss or None (not run yet)}; start: the first grid; lo, hi: how far the grid may grow."""
+    grid = sorted(set(start) | {v for v, x in losses.items() if x is not None})
+    while True:
+        if any(losses.get(v) is None for v in grid):
+            return grid, None, ""
+        scores = [losses[v] for v in grid]
+        i = min(range(len(grid)), key=scores.__getitem__)
+        if not math.isfinite(scores[i]):
+            return grid, None, "every point diverged"
+        if 0 < i < len(grid) - 1:
+            return grid, grid[i], ""
+        nxt = grid[0] / 2 if i == 0 else grid[-1] * 2
+        if not lo * 0.999 <= nxt <= hi * 1.001:
+            return grid, grid[i], f"edge optimum at {grid[i]:g} (the grid may not grow past {lo:g} .. {hi:g})"
+        grid = sorted(grid + [nxt])
+
+
+def fmt(x):
+    return f"{x:g}"
+
+
+def geometry(study, seeds=SEEDS):
+    if study is None:
+        return Study("geometry", guess={"4L128-sweep": 280, "4L128-main": 300})
+    jobs, best, mult = [], {}, {}
+
+    def train_job(key, args, steps, shape, waits=""):
+        return Job(key, ["train.py", *args.split()], steps, shape, waits=waits)
+    for arm, arm_args in GEOMETRY_ARMS.items():  # 1. the lr sweep, grown past an edge optimum
+        losses = {}
+        for lr in set(GEOMETRY_LRS) | _landed_values(study, f"sweep/{arm}/lr"):
+            run = study.run(f"sweep/{arm}/lr{fmt(lr)}")
+            losses[lr] = None if run is None else final_loss(run)
+        grid, best[arm], _ = bracket(losses, GEOMETRY_LRS, *GEOMETRY_LR_RANGE)
+        for lr in grid:
+            jobs.append(train_job(f"sweep/{arm}/lr{fmt(lr)}",
+                                  f"{GEOMETRY_COMMON} {arm_args} {GEOMETRY_SWEEP} --muon_lr={lr}", 500, "4L128-sweep"))
+    for arm, mod in DGRAM_MODULE.items():  # ... and the DGram module's multiplier at the arm's best rate
+        lr = best[arm]
+        if lr is None:
+            jobs += [train_job(f"sweep/{arm}/lr?-{mod}{fmt(m)}", "", 500, "4L128-sweep", waits=f"the {arm} lr sweep")
+                     for m in MULTS if m != 1.0]
+            mult[arm] = None
+            continue
+        losses = {1.0: final_loss(study.run(f"sweep/{arm}/lr{fmt(lr)}"))}
+        for m in set(MULTS) | _landed_values(study, f"sweep/{arm}/lr{fmt(lr)}-{mod}"):
+            if m != 1.0:
+                run = study.run(f"sweep/{arm}/lr{fmt(lr)}-{mod}{fmt(m)}")
+                losses[m] = None if run is None else final_loss(run)
+        grid, mult[arm], _ = bracket(losses, MULTS, *MULT_RANGE)
+        for m in grid:
+            if m != 1.0:
+                jobs.append(train_job(f"sweep/{arm}/lr{fmt(lr)}-{mod}{fmt(m)}",
+                                      f"{GEOMETRY_COMMON} {GEOMETRY_ARMS[arm]} {GEOMETRY_SWEEP} --muon_lr={lr} "
+                                      f"--group_lr_mult={{'{mod}':{m}}}", 500, "4L128-sweep"))
+    for seed in seeds:  # 2. the main runs
+        for arm in GEOMETRY_ARMS:
+            jobs.append(main_job(arm, best, mult, seed, f"runs/{arm}/seed{seed}", train_job))
+    for arm in DGRAM_MODULE:  # 3. the reference's retraction off
+        jobs.append(main_job(arm, best, mult, 0, f"clean/{arm}/seed0", train_job, "--mm_retraction=clean"))
+    return jobs
+
+
+def main_job(arm, best, mult, seed, key, train_job, extra=""):
+    if best[arm] is None or (arm in DGRAM_MODULE and mult.get(arm) is None):
+        return train_job(key, "", 1500, "4L128-main", waits=f"the {arm} sweep")
+    m = mult.get(arm)
+    group = f" --group_lr_mult={{'{DGRAM_MODULE[arm]}':{m}}}" if m not in (None, 1.0) else ""
+    return train_job(key, f"{GEOMETRY_COMMON} {GEOMETRY_ARMS[arm]} {GEOMETRY_MAIN} --muon_lr={best[arm]}{group} "
+                     f"--seed={seed} {extra}".strip(), 1500, "4L128-main")
+
+
+def _landed_values(study, prefix):
+    """The numbers v of the landed (or scratch) runs named prefix + v, e.g. grid points added by an earlier growth."""
+    out = set()
+    parent, stem = (study.results / prefix).parent, (study.results / prefix).name
+    if parent.is_dir():
+        for d in parent.iterdir():
+            rest = d.name[len(stem):] if d.name.startswith(stem) else ""
+            try:
+                out.add(float(rest))
+            except ValueError:
+                pass
+    return out
