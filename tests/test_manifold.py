@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train
-from manifold import MUON_NS, ManifoldMuon, msign, project, retract, tall, tangent_direction
+from manifold import MUON_NS, ManifoldMuon, msign, project, retract, rms, tall, tangent_direction
 from model import GPT, GPTConfig
 from runlog import attention_logit_max, violation
 from tests.helpers import args as train_args
@@ -306,3 +306,32 @@ def test_reference_scaling_is_raw_nesterov_momentum_without_shape_factor():
     before = q.detach().clone()
     opt.step()
     torch.testing.assert_close(q.detach(), before, rtol=1e-5, atol=1e-5)  # lr 0: no step, and no decay
+
+
+def _descent(w, g, a, geometry, eps=1e-5):
+    """First-order decrease of <G, W> along -A through the retraction (fp64)."""
+    return ((w - retract(w - eps * a, geometry, "clean")) * g).sum().item() / eps
+
+
+@pytest.mark.parametrize("geometry", ["dgram", "stiefel"])
+def test_two_step_ascent_is_near_the_converged_solve_at_column_norms_near_2(geometry):
+    """K=2, alpha 0.3 (the defaults) on weights with column norms in [1.8, 2.2] (dgram; stiefel at 1) reach at least
+    85% of the descent of the subproblem solved to convergence (fp64, exact polar factor, 3,000 ascent steps)."""
+    gen = torch.Generator().manual_seed(0)
+    m, n = 128, 32
+    q, _ = torch.linalg.qr(torch.randn(m, n, generator=gen, dtype=torch.float64))
+    d = 1.8 + 0.4 * torch.rand(n, generator=gen, dtype=torch.float64) if geometry == "dgram" else torch.ones(n)
+    w = q * d
+    g = torch.randn(m, n, generator=gen, dtype=torch.float64) + 3 * torch.randn(m, 4, generator=gen, dtype=torch.float64) \
+        @ torch.randn(4, n, generator=gen, dtype=torch.float64)
+    g = g * (math.sqrt(g.numel()) / g.norm())
+    scale = 2 / (d.square().unsqueeze(-1) + d.square().unsqueeze(-2))
+    lam = -project(w.T @ g + g.T @ w, geometry) * scale / 4
+    for _ in range(3000):  # the converged solve
+        u, _, vt = torch.linalg.svd(g + 2 * w @ lam, full_matrices=False)
+        a_star = u @ vt
+        h = project(w.T @ a_star + a_star.T @ w, geometry)
+        lam = lam - 0.05 * scale * h
+    assert rms(h) < 1e-4
+    a, *_ = tangent_direction(w.float(), g.float(), geometry, iters=2, alpha=0.3)
+    assert _descent(w, g, a.double(), geometry) >= 0.85 * _descent(w, g, a_star, geometry)
