@@ -41,6 +41,8 @@ def problems(cfg, n_layer=None):
         out.append(f"multilevel_until={cfg.multilevel_until} must be >= 0 (0: no limit)")
     if cfg.multilevel_momentum not in MOMENTA:
         out.append(f"multilevel_momentum={cfg.multilevel_momentum!r}: choose one of {', '.join(MOMENTA)}")
+    if getattr(cfg, "multilevel_correction_batches", 1) < 1:
+        out.append(f"multilevel_correction_batches={cfg.multilevel_correction_batches} must be >= 1")
     if m <= 1 and (cfg.multilevel_momentum != "keep" or cfg.multilevel_correction):
         out.append("multilevel_momentum and multilevel_correction need multilevel_levels > 1")
     if cfg.multilevel_correction and cfg.dtype == "float16":
@@ -138,9 +140,13 @@ class Coherence:
     def __init__(self, tau):
         self.tau, self.v = tau, {}
 
-    def start(self, params, fine_grads):
-        """v from the coarse gradients now in p.grad and the fine ones {param: grad} of the same batch."""
-        self.v = {p: self.tau * (p.grad - fine_grads[p]) for p in params if p.grad is not None}
+    def start(self, params, fine_grads, coarse_extra=None, k=1):
+        """v from the coarse gradients now in p.grad (this step's batch) and the fine ones {param: grad}; with k > 1
+        both are means over k batches: the fine ones already, the coarse ones with coarse_extra, the mean over the
+        other k - 1 batches."""
+        coarse_extra = coarse_extra or {}
+        self.v = {p: self.tau * ((p.grad + (k - 1) * coarse_extra[p]) / k if p in coarse_extra else p.grad)
+                  - self.tau * fine_grads[p] for p in params if p.grad is not None}
 
     def apply(self, params):
         for p in params:

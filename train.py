@@ -103,6 +103,7 @@ class TrainConfig:
     multilevel_until: int = 0  # iterations >= this train the fine model only (0: no limit)
     multilevel_momentum: str = "keep"  # optimizer state at a level switch: keep | reset (a fresh state) | per_level
     multilevel_correction: float = 0.0  # tau: coarse steps get the first-order coherence term (MG/OPT); 0: plain
+    multilevel_correction_batches: int = 1  # the coherence term from gradients averaged over this many batches
     eval_coarse: bool = False  # evaluations also report the 2-level coarse networks (offsets 0, 1) at the shared weights
     eval_tasks: str = ""  # at the end, eval.py on best.pt: e.g. "tinystories_endings,val_ppl" or "hellaswag" ('' off)
 
@@ -480,6 +481,18 @@ class Trainer:
             self.scaler.scale(loss / len(batches)).backward()
         return total
 
+    def mean_grad(self, sets, level, offset):
+        """{param: gradient} of the (level, offset) network averaged over sets of micro-batches (FLOPs counted);
+        the gradients are cleared afterwards."""
+        params = list(self.raw_model.parameters())
+        for batches in sets:
+            self.backward(batches, level, offset)
+        out = {p: p.grad / len(sets) for p in params if p.grad is not None}
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.flops += len(sets) * self.tokens_per_iter * self.raw_model.flops_per_token(self.T, level)
+        return out
+
     def switch_level(self):
         """Level (and offset) of this step; the optimizer state handled as multilevel_momentum says; whether a coarse
         phase starts here."""
@@ -500,16 +513,15 @@ class Trainer:
         level, offset, phase_start = self.switch_level()
         batches = [self.train_loader.next_batch() for _ in range(self.accum)]
         params = list(self.raw_model.parameters())
-        if self.coherence is not None and phase_start:  # the fine gradient at the restriction point, same batches
-            self.backward(batches, 0, 0)
-            fine = {p: p.grad.clone() for p in params if p.grad is not None}
-            for opt in self.optimizers:
-                opt.zero_grad(set_to_none=True)
-            self.flops += self.tokens_per_iter * self.raw_model.flops_per_token(self.T, 0)
+        if self.coherence is not None and phase_start:  # gradients at the restriction point: this step's batches
+            extra = [[self.train_loader.next_batch() for _ in range(self.accum)]  # and k - 1 more
+                     for _ in range(cfg.multilevel_correction_batches - 1)]
+            fine = self.mean_grad([batches] + extra, 0, 0)
+            coarse_extra = self.mean_grad(extra, level, offset) if extra else {}
         self.loss_sum += self.backward(batches, level, offset)
         if self.coherence is not None and level > 0:
             if phase_start:
-                self.coherence.start(params, fine)
+                self.coherence.start(params, fine, coarse_extra, cfg.multilevel_correction_batches)
             self.coherence.apply(params)
         if cfg.grad_clip:
             for opt in self.optimizers:

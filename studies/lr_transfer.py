@@ -2,65 +2,104 @@
 Learning-rate transfer: final val loss against learning rate, one curve per width, depth or horizon (and per seed),
 for the standard parametrization (gpt: GPT-2 + AdamW), nGPT and nuGPT, trained with train.py on real TinyStories.
 
-    python -m studies.lr_transfer --axis width --values 64 128 256 512 --seeds 0 1 --shard 0/2   # one of 2 processes
-    python -m studies.lr_transfer --axis groups --params nugpt --seeds 0 1 --shard 0/2           # per-group sweep
-    python -m studies.lr_transfer --report                                                      # tables and plots
+    bash studies/lr_transfer.sh               # the queue (studies/runner.py: two one-thread jobs, resumable)
+    bash studies/lr_transfer.sh --plan        # what is done, what is left, how long it takes
+    python -m studies.lr_transfer --report    # tables and plots from studies/results/lr_transfer/runs.jsonl alone
 
-Runs: every finished run appends a line to <out>/runs.jsonl; runs already there are skipped, so a sweep can be
-stopped and continued, and --shard i/n splits it between processes by curve. Where a curve's best learning rate
-sits at the edge of its grid, the grid grows by one factor-2 step that way (up to --extend times).
+Runs: each is one line of runs.jsonl, keyed <param>/<axis>/<value>/lr<lr>/seed<s> (groups: nugpt/groups/<group>
+x<mult>/seed<s>). The base model (width 128, 2 layers, 200 steps) sits on every axis: a run whose train.py settings
+equal a recorded one is recorded again under its own key with reused_from (no second training). Curves: gpt along
+width only; ngpt and nugpt along width (64 128 256), depth (2 4 8) and horizon (100 200 400 steps); 2 seeds; the
+grid (5 factor-2 points) grows past an edge optimum until the seed-mean optimum is interior, and gets half-step
+(x sqrt 2) points around the optimum where a value's shift lies within 0.3 .. 0.7 (log2). nuGPT's per-group
+multipliers (group_lr_mult: matrix, embed, head, scalar) at width 256 run only when its width shift exceeds 0.5.
+Validation only at the end of each run (eval_interval = the horizon).
 
 Settings per parametrization: gpt is nanoGPT's recipe (AdamW, weight decay 0.1, warmup 10% of the steps, cosine to
 lr/10, learned positions, GELU); ngpt is nGPT as published (no weight decay, no warmup, cosine to 0, RoPE, SwiGLU,
 Adam eps 1e-8); nugpt adds the nuGPT parametrization (model.py, optim.lr_multipliers; cosine to lr/10, eps 1e-16,
 c_out 0.5), with the reference width, depth and horizon at the first value of each axis.
 The optimum of a curve is its grid minimum refined by a parabola in log2(lr) through it and its two neighbours;
-per axis value: the mean and std of the optimum over seeds; "shift" is log2(optimum / optimum at the first value).
-The groups axis multiplies one group's learning rate at a time (group_lr_mult: matrix, embed, head, scalar) at the
-largest width, all others at the optimum found at the reference width: a group whose best multiplier is not 1 is
-the one that does not transfer.
+per axis value: the mean and std of the optimum over seeds; "shift" is log2(optimum / optimum at the first value),
+per seed against the same seed's reference, with a pooled seed-noise estimate; "regret" is the loss lost by using
+the reference value's optimum (the nearest grid point) at this value.
 """
 
 import argparse
 import contextlib
-import fcntl
+import hashlib
 import io
 import json
 import math
-import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-import runlog
 import train
 import utils
-from data.reduce_vocab import reduced_data
+from studies.runner import Job, Study, append_line, bracket, read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ("gpt", "ngpt", "nugpt")
 LABELS = {"gpt": "GPT (standard, AdamW)", "ngpt": "nGPT", "nugpt": "nuGPT"}
 AXES = ("width", "depth", "horizon", "groups")
-GRIDS = {"gpt": [5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], "ngpt": [4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128]}
+GRIDS = {"gpt": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2), "ngpt": (4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2)}
 GRIDS["nugpt"] = GRIDS["ngpt"]
+LR_RANGE = (1.25e-4, 1.024)
 GROUPS, MULTS = ("matrix", "embed", "head", "scalar"), (0.25, 0.5, 1.0, 2.0, 4.0)
+HALF_STEP, GROUP_SHIFT = (0.3, 0.7), 0.5
 
 
-def settings(a, param, axis, value, lr, seed, group=None):
+@dataclass(frozen=True)
+class Design:
+    """What the study sweeps and the base model the other axes are swept around."""
+    widths: tuple = (64, 128, 256)
+    depths: tuple = (2, 4, 8)
+    horizons: tuple = (100, 200, 400)
+    seeds: tuple = (0, 1)
+    base: tuple = (128, 2, 200)  # width, depth, steps
+    axes: dict = None  # param -> its axes (default: gpt width; ngpt, nugpt width depth horizon)
+    grids: dict = None  # param -> the first grid (default GRIDS)
+    head_dim: int = 32
+    block: int = 64
+    batch: int = 16
+    eval_iters: int = 20
+    vocab_size: int = 4096
+    data: str = "data/tinystories_study_top4096"
+    lr_range: tuple = LR_RANGE  # how far a grid may grow
+    group_shift: float = GROUP_SHIFT  # the per-group sweep runs when nuGPT's width shift exceeds this
+
+    def axes_of(self, param):
+        return (self.axes or {"gpt": ("width",), "ngpt": ("width", "depth", "horizon"),
+                              "nugpt": ("width", "depth", "horizon")}).get(param, ())
+
+    def grid(self, param):
+        return (self.grids or GRIDS)[param]
+
+    def values(self, axis):
+        return {"width": self.widths, "depth": self.depths, "horizon": self.horizons}[axis]
+
+
+DESIGN = Design()
+
+
+def settings(d, param, axis, value, lr, seed, group=None):
     """train.py keys of one run: the swept axis at `value`, everything else at the base model."""
-    base = dict(zip(("width", "depth", "horizon"), a.base))
-    point = {**base, "width": max(a.widths)} if axis == "groups" else {**base, axis: value}
+    base = dict(zip(("width", "depth", "horizon"), d.base))
+    point = {**base, "width": max(d.widths)} if axis == "groups" else {**base, axis: value}
     width, depth, steps = point["width"], point["depth"], point["horizon"]
-    keys = dict(n_embd=width, n_head=width // a.head_dim, n_layer=depth, block_size=a.block, batch_size=a.batch,
-                vocab_size=a.vocab_size, bias=False, dropout=0.0, max_iters=steps, lr_decay_iters=steps,
-                learning_rate=lr, optimizer="adamw", eval_interval=steps, eval_iters=a.eval_iters, log_interval=steps,
+    keys = dict(n_embd=width, n_head=width // d.head_dim, n_layer=depth, block_size=d.block, batch_size=d.batch,
+                vocab_size=d.vocab_size, bias=False, dropout=0.0, max_iters=steps, lr_decay_iters=steps,
+                learning_rate=lr, optimizer="adamw", eval_interval=steps, eval_iters=d.eval_iters, log_interval=steps,
                 device="cpu", dtype="float32", seed=seed, always_save_checkpoint=False)
     if param == "gpt":  # nanoGPT's recipe: weight decay 0.1 (default), linear warmup over 10% of the steps
         keys.update(variant="baseline", warmup_iters=steps // 10, min_lr=lr / 10)
     else:  # the published nGPT: RoPE, SwiGLU, no weight decay or warmup (train.py's defaults for the family)
         keys.update(variant="ngpt", position="rope", activation="swiglu", min_lr=0.0 if param == "ngpt" else lr / 10)
     if param == "nugpt":  # the reference: the base model, with the swept axis at its first value
-        first = {"width": min(a.widths), "depth": min(a.depths), "horizon": min(a.horizons)}
+        first = {"width": min(d.widths), "depth": min(d.depths), "horizon": min(d.horizons)}
         swept = "width" if axis == "groups" else axis
         ref = {**base, swept: first[swept]}
         keys.update(arch="nugpt", ref_width=ref["width"], ref_depth=ref["depth"], ref_steps=ref["horizon"])
@@ -69,25 +108,35 @@ def settings(a, param, axis, value, lr, seed, group=None):
     return keys
 
 
-def run_key(keys):
+def run_id(keys):
+    """The identity of a run: its train.py settings (what makes two runs the same run)."""
     return json.dumps({k: keys.get(k) for k in sorted(keys) if k not in ("device", "log_interval")}, sort_keys=True)
+
+
+def data_fingerprint(data_dir):
+    """sha256 (first 16 hex digits) of the prepared data's meta.json and sizes."""
+    d = Path(data_dir)
+    text = (d / "meta.json").read_text() + "".join(f"{p.name}:{p.stat().st_size}" for p in sorted(d.glob("*.bin")))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def train_once(keys, data_dir):
     """(final val loss, wall seconds) of one train.py run in this process; inf if it diverged."""
+    import tempfile
     with tempfile.TemporaryDirectory() as out:
         argv = [f"--{k}={v}" for k, v in {**keys, "data_dir": data_dir, "out_dir": out}.items()]
         cfg, mcfg, raw = train.load_config(argv)
+        t0 = time.time()
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 s = train.train(cfg, mcfg, raw)
         except FloatingPointError:
-            return math.inf, math.nan
+            return math.inf, time.time() - t0
         return s["final_val_loss"], s["wall_time"]
 
 
 def load_runs(path):
-    return runlog.read(path) if Path(path).exists() else []
+    return read_lines(path)
 
 
 def curve(runs, param, axis, value, seed=None):
@@ -113,83 +162,141 @@ def optimum(points):
     return lrs[i], losses[i]
 
 
-def curves_of(a):
-    """The (param, axis, value, seed, group) curves of this invocation, in a fixed order."""
-    if a.axis == "groups":
-        return [(p, "groups", m, s, g) for p in a.params for g in GROUPS for m in MULTS for s in a.seeds]
-    values = {"width": a.widths, "depth": a.depths, "horizon": a.horizons}[a.axis]
-    return [(p, a.axis, v, s, None) for v in values for p in a.params for s in a.seeds]
+# ----------------------------------------------------------------------------- the queue
+
+def key_of(param, axis, value, lr, seed, group=None):
+    if axis == "groups":
+        return f"{param}/groups/{group}x{value:g}/seed{seed}"
+    return f"{param}/{axis}/{value}/lr{lr:g}/seed{seed}"
 
 
-def base_lr(runs, param):
-    """The optimum at the reference width (mean over seeds), rounded to the nearest point of the width grid."""
-    widths = {r["value"] for r in runs if r["param"] == param and r["axis"] == "width"}
-    if not widths:
-        raise SystemExit(f"error: no width sweep of {param} in runs.jsonl yet: run --axis width first")
-    pts = curve(runs, param, "width", min(widths))
-    best, _ = optimum(pts)
-    return min(pts, key=lambda x: abs(math.log2(x / best)))
+def curve_grid(study, d, param, axis, value):
+    """(grid to run, seed-mean optimum or None): the first grid grown past an edge, plus landed extra points."""
+    prefix = f"{param}/{axis}/{value}/lr"
+    landed = {float(r["key"][len(prefix):].split("/")[0]) for r in study.lines() if r["key"].startswith(prefix)}
+    losses = {}
+    for lr in set(d.grid(param)) | landed:
+        recs = [study.line(key_of(param, axis, value, lr, s)) for s in d.seeds]
+        losses[lr] = None if any(r is None for r in recs) else float(np.mean([r["loss"] for r in recs]))
+    grid, best, _ = bracket(losses, d.grid(param), *d.lr_range)
+    pts = {lr: v for lr, v in losses.items() if v is not None}
+    return sorted(set(grid) | landed), (optimum(pts)[0] if best is not None else None)
 
 
-def sweep(a, data_dir, path):
-    """Run the shard's curves; grow a grid whose minimum sits at an edge."""
-    todo = curves_of(a)
-    if a.axis == "groups":  # one curve per group: the multipliers at the base learning rate
-        todo = [(p, ax, m, s, g) for p, ax, m, s, g in todo if hash_shard((p, g, s), a.shards) == a.shard]
-        for param, axis, mult, seed, group in todo:
-            do_run(a, path, data_dir, param, axis, mult, base_lr(load_runs(path), param), seed, group)
+def jobs(study, d=DESIGN):
+    """The study's jobs given its records (studies/runner.py); called with None: the Study (folders, guesses)."""
+    if study is None:
+        guess = {f"{p}-w{w}-L{L}": (66 if p == "gpt" else 115) * (w / 64) ** 1.15 * (0.5 + 0.25 * L)  # measured
+                 for p in PARAMS for w in (64, 128, 256, 512) for L in (2, 4, 8)}
+        return Study("lr_transfer", guess=guess)
+    out, by_id = [], {}
+    for r in study.lines():
+        if not r.get("reused_from"):
+            by_id.setdefault(r["run_id"], r["key"])
+
+    def add(param, axis, value, lr, seed, group=None, waits=""):
+        keys = settings(d, param, axis, value, lr, seed, group)
+        key = key_of(param, axis, value, lr, seed, group)
+        rid = run_id(keys)
+        meta = dict(param=param, axis=axis, value=value, group=group, lr=lr, seed=seed)
+        argv = ["-m", "studies.lr_transfer", "--job", key, "--settings", json.dumps(keys), "--meta", json.dumps(meta),
+                "--data", d.data, "--out", str(study.results)]
+        if rid in by_id and by_id[rid] != key:
+            argv += ["--reuse", by_id[rid]]
+        shape = f"{param}-w{keys['n_embd']}-L{keys['n_layer']}"
+        out.append(Job(key, argv, 1 if rid in by_id and by_id[rid] != key else keys["max_iters"], shape, kind="line",
+                       waits=waits))
+    shifts = {}
+    for param in PARAMS:
+        for axis in d.axes_of(param):
+            best = {}
+            for value in d.values(axis):
+                grid, best[value] = curve_grid(study, d, param, axis, value)
+                for lr in grid:
+                    for s in d.seeds:
+                        add(param, axis, value, lr, s)
+            ref = best[d.values(axis)[0]]
+            for value, b in best.items():  # half steps where the shift lands near 0.5
+                if b is None or ref is None:
+                    continue
+                shift = math.log2(b / ref)
+                shifts[(param, axis, value)] = shift
+                if HALF_STEP[0] <= abs(shift) <= HALF_STEP[1]:
+                    for v, center in ((value, b), (d.values(axis)[0], ref)):
+                        grid, _ = curve_grid(study, d, param, axis, v)
+                        near = min(grid, key=lambda x: abs(math.log2(x / center)))
+                        for lr in (near * 2**-0.5, near * 2**0.5):
+                            for s in d.seeds:
+                                add(param, axis, v, round(lr, 8), s)
+    if "nugpt" in PARAMS and "width" in d.axes_of("nugpt"):  # the per-group multipliers where nuGPT's optimum moves
+        w_shift = shifts.get(("nugpt", "width", max(d.widths)))
+        ref_best = curve_grid(study, d, "nugpt", "width", min(d.widths))[1]
+        if w_shift is None or ref_best is None:
+            out.append(Job("nugpt/groups/?", [], max(d.horizons), "nugpt-w256-L2", kind="line",
+                           waits="nuGPT's width sweep (groups run only if its optimum moves by > 0.5)"))
+        elif abs(w_shift) > d.group_shift:
+            grid = curve_grid(study, d, "nugpt", "width", min(d.widths))[0]
+            lr = min(grid, key=lambda x: abs(math.log2(x / ref_best)))
+            for g in GROUPS:
+                for m in MULTS:
+                    add("nugpt", "groups", m, lr, d.seeds[0], g)
+    return out
+
+
+def run_job(a):
+    """One job: train (or copy a recorded identical run) and append its record to runs.jsonl."""
+    keys, meta, path = json.loads(a.settings), json.loads(a.meta), Path(a.out) / "runs.jsonl"
+    rid = run_id(keys)
+    if a.reuse:
+        src = next((r for r in read_lines(path) if r["key"] == a.reuse), None)
+        if src is None or src["run_id"] != rid:
+            raise SystemExit(f"error: {a.reuse} is not a recorded run with the same settings: rerun without --reuse")
+        append_line(path, {**src, **meta, "key": a.job, "reused_from": a.reuse, "wall": 0.0})
         return
-    for param, axis, value, seed, _ in todo:
-        if hash_shard((param, value, seed), a.shards) != a.shard:
-            continue
-        lrs, grown = list(a.lrs or GRIDS[param]), 0
-        while True:
-            for lr in lrs:
-                do_run(a, path, data_dir, param, axis, value, lr, seed)
-            pts = curve(load_runs(path), param, axis, value, seed)
-            losses = [pts.get(x, math.inf) for x in lrs]
-            i = int(np.argmin(losses))
-            if grown >= a.extend or 0 < i < len(lrs) - 1 or not math.isfinite(losses[i]):
-                break
-            lrs, grown = (lrs + [lrs[-1] * 2] if i == len(lrs) - 1 else [lrs[0] / 2] + lrs), grown + 1
-
-
-def hash_shard(item, n):
-    """A curve's shard: a stable hash of its identity (the same in every process)."""
-    return int.from_bytes(json.dumps(item).encode(), "little") % 2**61 % n if n > 1 else 0
-
-
-def do_run(a, path, data_dir, param, axis, value, lr, seed, group=None):
-    keys = settings(a, param, axis, value, lr, seed, group)
-    if run_key(keys) in {r["key"] for r in load_runs(path)}:
-        return
-    loss, wall = train_once(keys, data_dir)
-    rec = dict(param=param, axis=axis, value=value, group=group, lr=lr, seed=seed, loss=loss, wall=wall,
-               key=run_key(keys), git=utils.git_commit(), device=utils.device_name("cpu"))
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(json.dumps(rec) + "\n")
-    tag = f"{group} x{value}" if group else f"{axis}={value}"
-    print(f"{param} {tag} lr={lr:.3g} seed {seed}: final val loss {loss:.4f} ({wall:.0f}s)", flush=True)
+    data = Path(a.data)
+    if not (data / "meta.json").exists():
+        raise SystemExit(f"error: no prepared data in {data}: run bash studies/lr_transfer.sh (it prepares it)")
+    loss, wall = train_once(keys, str(data))
+    append_line(path, dict(key=a.job, **meta, loss=loss, wall=wall, run_id=rid, settings=keys,
+                           data=data_fingerprint(data), git=utils.git_commit(), device=utils.device_name("cpu")))
+    tag = f"{meta['group']} x{meta['value']}" if meta["group"] else f"{meta['axis']}={meta['value']}"
+    print(f"{meta['param']} {tag} lr={meta['lr']:.3g} seed {meta['seed']}: final val loss {loss:.4f} ({wall:.0f}s)",
+          flush=True)
 
 
 # ----------------------------------------------------------------------------- the report
 
 def summarize(runs, param, axis):
-    """Per axis value: optimum per seed (log2), mean, std, the seed-mean curve's optimum and loss."""
+    """Per axis value: optimum per seed (log2) and its shift against the same seed's reference, their mean and std,
+    the seed-mean curve's optimum and loss, whether it is interior, the regret of the reference optimum."""
     out = {}
     values = sorted({r["value"] for r in runs if r["param"] == param and r["axis"] == axis})
+    per_seed = {}
     for v in values:
         seeds = sorted({r["seed"] for r in runs if (r["param"], r["axis"], r["value"]) == (param, axis, v)})
-        opts = [math.log2(optimum(curve(runs, param, axis, v, s))[0]) for s in seeds]
-        best, loss = optimum(curve(runs, param, axis, v))
+        per_seed[v] = {s: math.log2(optimum(curve(runs, param, axis, v, s))[0]) for s in seeds}
+        pts = curve(runs, param, axis, v)
+        best, loss = optimum(pts)
+        opts = list(per_seed[v].values())
+        finite = [x for x in pts if math.isfinite(pts[x])]
         out[v] = dict(log2_opt=float(np.mean(opts)), log2_std=float(np.std(opts, ddof=1)) if len(opts) > 1 else 0.0,
-                      seeds=len(seeds), opt=best, loss=loss, curve=curve(runs, param, axis, v))
-    ref = out[values[0]]["log2_opt"] if values else 0.0
+                      seeds=len(seeds), opt=best, loss=loss, curve=pts,
+                      interior=bool(finite) and min(pts) < best < max(pts) and pts[min(pts)] > loss < pts[max(pts)])
+    if not values:
+        return out
+    ref, ref_v = per_seed[values[0]], values[0]
+    dev = [x - np.mean(list(per_seed[v].values())) for v in values for x in per_seed[v].values()]
+    dof = sum(len(per_seed[v]) - 1 for v in values)
+    pooled = float(math.sqrt(sum(x * x for x in dev) / dof)) if dof > 0 else 0.0  # seed noise of one optimum (log2)
+    ref_lr = 2 ** out[ref_v]["log2_opt"]
     for v in out:
-        out[v]["shift"] = out[v]["log2_opt"] - ref
-        out[v]["shift_err"] = math.hypot(out[v]["log2_std"], out[values[0]]["log2_std"]) / math.sqrt(
-            max(1, out[v]["seeds"]))
+        shifts = [per_seed[v][s] - ref[s] for s in per_seed[v] if s in ref]
+        out[v]["shift"] = out[v]["log2_opt"] - out[ref_v]["log2_opt"]
+        out[v]["shift_seeds"] = shifts
+        out[v]["shift_err"] = pooled * math.sqrt(2 / max(1, len(shifts)))  # the difference of two seed means
+        near = min(out[v]["curve"], key=lambda x: abs(math.log2(x / ref_lr)))
+        out[v]["regret"] = out[v]["curve"][near] - out[v]["loss"]  # loss lost by the reference's optimum
+    out[values[0]]["pooled_noise"] = pooled
     return out
 
 
@@ -211,18 +318,26 @@ def report(runs, out):
             lrs = sorted({lr for r in s.values() for lr in r["curve"]})
             lines += [f"**{LABELS[param]}** (val loss, mean over seeds)", "", f"| {axis} | "
                       + " | ".join(f"{x:.3g}" for x in lrs) + " | optimum (log2, mean ± std over seeds) | best loss "
-                      "| shift (log2) |", "|---" * (len(lrs) + 4) + "|"]
+                      "| shift (log2; per seed) | regret of the reference lr |", "|---" * (len(lrs) + 5) + "|"]
             ax, lo = fig.add_subplot(1, len(params), k + 1), math.inf
             for v, r in s.items():
                 cells = [f"{r['curve'][x]:.4f}" if x in r["curve"] and math.isfinite(r["curve"][x]) else
                          ("diverged" if x in r["curve"] else "") for x in lrs]
+                edge = "" if r["interior"] else " **edge**"
                 lines.append(f"| {v} | " + " | ".join(cells) + f" | {2 ** r['log2_opt']:.3g} ({r['log2_opt']:+.2f} ± "
-                             f"{r['log2_std']:.2f}) | {r['loss']:.4f} | {r['shift']:+.2f} ± {r['shift_err']:.2f} |")
+                             f"{r['log2_std']:.2f}){edge} | {r['loss']:.4f} | {r['shift']:+.2f} ± {r['shift_err']:.2f} ("
+                             + ", ".join(f"{x:+.2f}" for x in r["shift_seeds"]) + f") | {r['regret']:.4f} |")
                 xs = sorted(x for x in r["curve"] if math.isfinite(r["curve"][x]))
                 line, = ax.plot(xs, [r["curve"][x] for x in xs], "o-", ms=3, label=f"{axis} {v}")
                 ax.plot([2 ** r["log2_opt"]], [r["loss"]], "*", ms=11, color=line.get_color())
                 lo = min(lo, r["loss"])
-            lines.append("")
+            ref = s[min(s)]
+            lines += ["", f"Pooled seed noise of one optimum: {ref['pooled_noise']:.2f} (log2). Transfer holds on this axis "
+                      f"when every |shift| <= 0.5: max |shift| {max(abs(r['shift']) for r in s.values()):.2f}"
+                      + ("; an optimum sits at a grid edge" if not all(r["interior"] for r in s.values()) else "") + ".",
+                      ""]
+            summary[f"{axis}/{param}"]["max_abs_shift"] = max(abs(r["shift"]) for r in s.values())
+            summary[f"{axis}/{param}"]["all_interior"] = all(r["interior"] for r in s.values())
             ax.set(xscale="log", xlabel="learning rate" + (" (base, at the reference)" if param == "nugpt" else ""),
                    ylabel="final val loss", title=LABELS[param], ylim=(lo - 0.05, lo + 1.0))
             ax.legend(fontsize=7)
@@ -253,43 +368,31 @@ def report(runs, out):
     return summary
 
 
-def main(argv=None):
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--params", nargs="+", choices=PARAMS, default=list(PARAMS))
-    p.add_argument("--axis", choices=AXES, default="width")
-    p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256, 512])
-    p.add_argument("--depths", nargs="+", type=int, default=[2, 4, 8])
-    p.add_argument("--horizons", nargs="+", type=int, default=[100, 200, 400])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--base", nargs=3, type=int, default=[128, 2, 200], metavar=("WIDTH", "DEPTH", "STEPS"),
-                   help="the model the other axes are swept around")
-    p.add_argument("--lrs", nargs="+", type=float, help="one learning-rate grid for every parametrization "
-                   "(default: gpt 5e-4 .. 1.6e-2, ngpt / nugpt 4e-3 .. 0.128, factors of 2)")
-    p.add_argument("--shard", default="0/1", help="i/n: this process runs the curves of shard i of n")
-    p.add_argument("--extend", type=int, default=2, help="grow a grid whose best lr is at an edge this often")
-    p.add_argument("--head_dim", type=int, default=32)
-    p.add_argument("--block", type=int, default=64)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--eval_iters", type=int, default=20)
-    p.add_argument("--vocab", type=int, default=4096, help="keep this many token ids (0: GPT-2's full vocabulary)")
-    p.add_argument("--data", default=str(ROOT / "data" / "tinystories"), help="prepared TinyStories (train.py bins)")
     p.add_argument("--out", default=str(ROOT / "studies" / "results" / "lr_transfer"), help="runs.jsonl, tables, plots")
-    p.add_argument("--report", action="store_true", help="only the tables and plots")
-    a = p.parse_args(argv)
-    a.shard, a.shards = map(int, a.shard.split("/"))
-    out, data = Path(a.out), Path(a.data)
+    p.add_argument("--report", action="store_true", help="the tables and plots from runs.jsonl")
+    p.add_argument("--job", help="(the runner's) run this job key and append its record")
+    p.add_argument("--settings", help="(with --job) the train.py keys as JSON")
+    p.add_argument("--meta", help="(with --job) param, axis, value, group, lr, seed as JSON")
+    p.add_argument("--reuse", help="(with --job) the key of a recorded run with the same settings")
+    p.add_argument("--data", default=DESIGN.data, help="prepared data with the reduced vocabulary")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse(argv)
+    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.job:
+        run_job(a)
+        return
     if not a.report:
-        if not (data / "meta.json").exists():
-            raise SystemExit(f"error: no prepared data in {data}: run python data/tinystories/prepare.py --sample "
-                             "(or --source PATH for your own TinyStories text)")
-        if a.vocab:
-            data = reduced_data(data, a.vocab)
-        a.vocab_size = -(-json.loads((data / "meta.json").read_text())["vocab_size"] // 64) * 64  # 50257 -> 50304
-        sweep(a, str(data), out / "runs.jsonl")
-        if a.shards > 1:
-            return
-    report(load_runs(out / "runs.jsonl"), out)
+        raise SystemExit("error: give --report (tables from runs.jsonl) or run the queue with bash studies/lr_transfer.sh")
+    runs = load_runs(out / "runs.jsonl")
+    if not runs:
+        raise SystemExit(f"error: no records in {out / 'runs.jsonl'}: run bash studies/lr_transfer.sh first")
+    report(runs, out)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,24 @@ unconstrained baseline only; the dual ascent is ours (mm_scaling=rms, K=2, alpha
   3. clean/<arm>/seed0: the mixed arms with mm_retraction=clean (the reference's SVD re-sorting of column norms off)
 Instability rule, fixed before the runs: a run is unstable when it diverges (non-finite loss) or when its val loss at
 an evaluation after step 300 lies more than 0.10 above its lowest val loss so far.
+
+multilevel (studies/RESULTS.md#multilevel): the paper's regime scaled to this CPU: 12 layers, width 256, 8 heads,
+T 64, batch 8, SGD with momentum 0.9 on every parameter (no weight decay, clipping 1.0), TinyStories top-4096
+vocabulary, fp32, eager. Every arm uses the same learning-rate schedule, warmup 100 then constant, so a run's loss at
+a FLOPs budget is what that budget buys and the FLOPs to reach a loss compare in both directions (a cosine schedule
+per arm would tie each curve to its own horizon).
+  1. sweep/lr<lr>: single level, 1,000 steps, seed 0, lr 0.025 .. 0.8 (factors of 2), grown past an edge. Reading
+     rule, fixed before the runs: the lowest final val loss; when the next-lower rate is within 0.01 of it, that
+     lower rate (the main runs are 3x longer at a constant rate).
+  2. runs/<arm>/seed<k>, 3,000 steps at that rate, seeds 0 1 (then 2): single; plain (2 levels, cycles of 10 coarse
+     + 10 fine steps until step 2,400); corrected (the same with the MG/OPT coherence term, tau 1, from gradients
+     averaged over 4 batches); coarse_heavy (cycles of 8 coarse + 2 fine until 2,400, coherence-corrected).
+     Evaluations every 200 steps on 32 batches of each split; the multilevel arms also evaluate their coarse networks.
 """
 
 import math
 
-from studies.runner import Job, Study
+from studies.runner import Job, Study, bracket
 
 GEOMETRY_ARMS = {
     "none-none": "--geometry_attn=none --geometry_mlp=none --muon_weight_decay=0.1",
@@ -45,25 +58,6 @@ def final_loss(run):
         return math.inf
     loss = run.final.get("final_val_loss")
     return loss if loss is not None and math.isfinite(loss) else math.inf
-
-
-def bracket(losses, start, lo, hi):
-    """Grow a factor-2 grid until its best point is interior: (grid to run, best or None while growing, edge note).
-    losses: {value: loss or None (not run yet)}; start: the first grid; lo, hi: how far the grid may grow."""
-    grid = sorted(set(start) | {v for v, x in losses.items() if x is not None})
-    while True:
-        if any(losses.get(v) is None for v in grid):
-            return grid, None, ""
-        scores = [losses[v] for v in grid]
-        i = min(range(len(grid)), key=scores.__getitem__)
-        if not math.isfinite(scores[i]):
-            return grid, None, "every point diverged"
-        if 0 < i < len(grid) - 1:
-            return grid, grid[i], ""
-        nxt = grid[0] / 2 if i == 0 else grid[-1] * 2
-        if not lo * 0.999 <= nxt <= hi * 1.001:
-            return grid, grid[i], f"edge optimum at {grid[i]:g} (the grid may not grow past {lo:g} .. {hi:g})"
-        grid = sorted(grid + [nxt])
 
 
 def fmt(x):
@@ -133,3 +127,60 @@ def _landed_values(study, prefix):
             except ValueError:
                 pass
     return out
+
+
+# ----------------------------------------------------------------------------- multilevel
+ML_COMMON = ("config/tinystories_baseline_cpu.py --data_dir=data/tinystories_study_top4096 --vocab_size=4096 "
+             "--n_layer=12 --n_head=8 --n_embd=256 --block_size=64 --batch_size=8 --dtype=float32 --compile=False "
+             "--always_save_checkpoint=False --optimizer=sgd --sgd_momentum=0.9 --weight_decay=0.0 --grad_clip=1.0 "
+             "--warmup_iters=100")
+ML_LRS, ML_LR_RANGE, ML_TIE = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8), (0.003125, 3.2), 0.01
+ML_ARMS = {
+    "single": "",
+    "plain": "--multilevel_levels=2 --multilevel_cycle=[10,10] --multilevel_until=2400 --eval_coarse=True",
+    "corrected": "--multilevel_levels=2 --multilevel_cycle=[10,10] --multilevel_until=2400 --eval_coarse=True "
+                 "--multilevel_correction=1.0 --multilevel_correction_batches=4",
+    "coarse_heavy": "--multilevel_levels=2 --multilevel_cycle=[2,8] --multilevel_until=2400 --eval_coarse=True "
+                    "--multilevel_correction=1.0 --multilevel_correction_batches=4",
+}
+ML_SEEDS = (0, 1, 2)
+
+
+def constant_lr(lr):
+    return f"--learning_rate={lr} --min_lr={lr}"  # warmup, then the cosine from lr to lr: constant
+
+
+def multilevel_best(losses):
+    """The reading rule of the sweep: the grid argmin, or the next-lower rate when it is within ML_TIE."""
+    grid, best, note = bracket(losses, ML_LRS, *ML_LR_RANGE)
+    if best is None:
+        return grid, None
+    lower = [lr for lr in grid if lr < best]
+    if lower and losses[lower[-1]] - losses[best] <= ML_TIE:
+        best = lower[-1]
+    return grid, best
+
+
+def multilevel(study, seeds=ML_SEEDS):
+    if study is None:
+        return Study("multilevel", guess={"12L256-single": 560, "12L256-plain": 460, "12L256-corrected": 490,
+                                          "12L256-coarse_heavy": 400})
+    jobs, losses = [], {}
+    for lr in set(ML_LRS) | _landed_values(study, "sweep/lr"):
+        run = study.run(f"sweep/lr{fmt(lr)}")
+        losses[lr] = None if run is None else final_loss(run)
+    grid, best = multilevel_best(losses)
+    for lr in grid:
+        jobs.append(Job(f"sweep/lr{fmt(lr)}", ["train.py", *ML_COMMON.split(), *constant_lr(lr).split(),
+                        "--max_iters=1000", "--eval_interval=250", "--eval_iters=16", "--log_interval=50", "--seed=0"],
+                        1000, "12L256-single"))
+    for seed in seeds:
+        for arm, extra in ML_ARMS.items():
+            key, shape = f"runs/{arm}/seed{seed}", f"12L256-{arm}"
+            if best is None:
+                jobs.append(Job(key, [], 3000, shape, waits="the learning-rate sweep"))
+                continue
+            jobs.append(Job(key, ["train.py", *ML_COMMON.split(), *constant_lr(best).split(), *extra.split(),
+                                  "--max_iters=3000", "--eval_interval=200", "--eval_iters=32", "--log_interval=25",
+                                  f"--seed={seed}"], 3000, shape))
+    return jobs

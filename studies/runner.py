@@ -90,6 +90,25 @@ def append_line(path, record):
         os.fsync(f.fileno())
 
 
+def bracket(losses, start, lo, hi):
+    """Grow a factor-2 grid until its best point is interior: (grid to run, best or None while growing, edge note).
+    losses: {value: loss or None (not run yet)}; start: the first grid; lo, hi: how far the grid may grow."""
+    grid = sorted(set(start) | {v for v, x in losses.items() if x is not None})
+    while True:
+        if any(losses.get(v) is None for v in grid):
+            return grid, None, ""
+        scores = [losses[v] for v in grid]
+        i = min(range(len(grid)), key=scores.__getitem__)
+        if not math.isfinite(scores[i]):
+            return grid, None, "every point diverged"
+        if 0 < i < len(grid) - 1:
+            return grid, grid[i], ""
+        nxt = grid[0] / 2 if i == 0 else grid[-1] * 2
+        if not lo * 0.999 <= nxt <= hi * 1.001:
+            return grid, grid[i], f"edge optimum at {grid[i]:g} (the grid may not grow past {lo:g} .. {hi:g})"
+        grid = sorted(grid + [nxt])
+
+
 class Study:
     """The records of one study (studies/results/<name>/) and its scratch folder, as the queue functions see them."""
 
@@ -219,7 +238,9 @@ def plan(study, jobs, slots):
     todo = len(jobs) - n_done
     head = [f"{study.name}: {len(jobs)} jobs, {n_done} done, {todo} to do; records in "
             f"{os.path.relpath(study.results, ROOT)}/"]
-    tail = ["time per step by shape: " + "; ".join(f"{s} {ms:.0f} ms ({src})" for s, (ms, src) in sorted(rates.items())),
+    used = {j.shape for j in jobs}
+    tail = ["time per step by shape: " + "; ".join(f"{s} {ms:.0f} ms ({src})" for s, (ms, src) in sorted(rates.items())
+                                                   if s in used),
             f"left: {fmt_time(left)} of one-thread run time, about {fmt_time(left / slots)} on {slots} slots"
             + (f" (+ {unknown} jobs of unmeasured shape)" if unknown else "")]
     return "\n".join(head + lines + tail), left

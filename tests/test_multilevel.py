@@ -190,6 +190,42 @@ def test_coherence_term_makes_the_coarse_gradient_the_restricted_fine_one(varian
     assert max((coarse[p] - fine[p]).abs().max().item() for p in params if coarse[p] is not None) > 1e-3
 
 
+def test_coherence_term_averaged_over_batches():
+    """With k batches, v = tau (mean coarse gradient - mean fine gradient) over them: the step's batch (in p.grad)
+    and the mean of the other k - 1 (coarse_extra)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**SMALL, "n_layer": 4}))
+    params = list(model.parameters())
+    batches = [torch.randint(0, 64, (2, 16)) for _ in range(3)]
+
+    def grads(idx, level, offset=0):
+        model.zero_grad()
+        model(idx, idx, level=level, offset=offset)[1].backward()
+        return {p: p.grad.clone() for p in params if p.grad is not None}
+    fine = [grads(b, 0) for b in batches]
+    coarse = [grads(b, 1, 1) for b in batches]
+    fine_mean = {p: sum(f[p] for f in fine) / 3 for p in fine[0]}
+    extra = {p: (coarse[1][p] + coarse[2][p]) / 2 for p in coarse[0]}
+    c = multilevel.Coherence(0.5)
+    grads(batches[0], 1, 1)
+    c.start(params, fine_mean, extra, 3)
+    for p, v in c.v.items():
+        torch.testing.assert_close(v, 0.5 * (sum(g[p] for g in coarse) / 3 - fine_mean[p]), rtol=1e-5, atol=1e-7)
+
+
+def test_coherence_batches_cost_their_flops(toy, tmp_path):
+    """Each coarse phase start pays k fine and k - 1 extra coarse passes, on top of the step itself."""
+    kw = dict(n_layer=4, multilevel_levels=2, multilevel_cycle=[2, 2], max_iters=8, eval_interval=8,
+              multilevel_correction=1.0)
+    run(args(toy, tmp_path / "k1", **kw))
+    run(args(toy, tmp_path / "k3", multilevel_correction_batches=3, **kw))
+    model = GPT(GPTConfig(**{**SMALL, "block_size": 32, "n_layer": 4}))
+    fine, coarse = (8 * 32 * model.flops_per_token(32, j) for j in (0, 1))
+    extra = metrics(tmp_path / "k3")[-1]["flops"] - metrics(tmp_path / "k1")[-1]["flops"]
+    assert extra == 2 * 2 * (fine + coarse)  # 2 phase starts x (k - 1) more batches x (fine + coarse)
+    assert_config_error(["--multilevel_correction_batches=0"], "multilevel_correction_batches=0 must be >= 1")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--multilevel_levels=2"], "multilevel_cycle=[] must list 2 positive step counts [fine, ..., coarsest]"),
     (["--multilevel_levels=2", "--multilevel_cycle=[3]"], "multilevel_cycle=[3] must list 2 positive"),

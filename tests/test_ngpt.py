@@ -267,32 +267,50 @@ def test_lr_transfer_optimum_and_reduced_vocab(tmp_path):
     assert val.tolist() == [2, 0, 2, 2]
 
 
+def run_lr_queue(study, design):
+    """The lr_transfer queue in this process (what studies/runner.py runs as subprocesses); returns jobs run."""
+    from studies import lr_transfer
+    n = 0
+    while True:
+        study.refresh()
+        todo = [j for j in lr_transfer.jobs(study, design) if not j.waits and not study.done(j)]
+        if not todo:
+            return n
+        lr_transfer.run_job(lr_transfer.parse(todo[0].argv[2:]))
+        n += 1
+
+
 def test_lr_transfer_sweeps_and_reports(toy, tmp_path):
     from studies import lr_transfer
+    from studies.runner import Study
 
-    argv = ["--params", "gpt", "nugpt", "--axis", "width", "--widths", "16", "32", "--seeds", "0", "1", "--lrs",
-            "1e-3", "1e-2", "--extend", "1", "--base", "16", "1", "3", "--head_dim", "8", "--block", "16", "--batch",
-            "4", "--eval_iters", "1", "--vocab", "0", "--data", str(toy), "--out", str(tmp_path)]
-    lr_transfer.main(argv)
-    runs = [json.loads(line) for line in open(tmp_path / "runs.jsonl")]
-    curves = {(r["param"], r["value"], r["seed"]) for r in runs}
-    assert curves == {(p, v, s) for p in ("gpt", "nugpt") for v in (16, 32) for s in (0, 1)}
-    assert all(len([r for r in runs if (r["param"], r["value"], r["seed"]) == c]) in (2, 3) for c in curves)
-    nu = [json.loads(r["key"]) for r in runs if r["param"] == "nugpt"]
-    assert {(k["ref_width"], k["ref_depth"], k["ref_steps"], k["position"], k["activation"]) for k in nu} == \
-        {(16, 1, 3, "rope", "swiglu")}  # the base model, the swept width at its first value
-    table = (tmp_path / "lr_transfer.md").read_text()
-    assert "nuGPT" in table and "shift (log2)" in table and (tmp_path / "lr_transfer_width.png").stat().st_size > 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["width/nugpt"]["32"]) >= {"log2_opt", "log2_std", "shift", "shift_err"}
-    lr_transfer.main(argv)  # everything already done: nothing is rerun
-    assert len(open(tmp_path / "runs.jsonl").readlines()) == len(runs)
-    common = ["--widths", "16", "32", "--base", "16", "1", "3", "--head_dim", "8", "--block", "16", "--batch", "4",
-              "--eval_iters", "1", "--vocab", "0", "--data", str(toy), "--out", str(tmp_path)]
-    lr_transfer.main(["--axis", "groups", "--params", "nugpt", "--seeds", "0", *common])
-    g = [r for r in runlog.read(tmp_path / "runs.jsonl") if r["axis"] == "groups"]
+    design = lr_transfer.Design(widths=(16, 32), depths=(1, 2), horizons=(3, 4), seeds=(0, 1), base=(16, 1, 3),
+                                axes={"gpt": ("width",), "nugpt": ("width", "depth")}, head_dim=8, block=16, batch=4,
+                                eval_iters=1, vocab_size=64, data=str(toy), grids={"gpt": (1e-3, 1e-2),
+                                "nugpt": (1e-3, 1e-2)}, lr_range=(1e-3, 2e-2), group_shift=-1.0)
+    study = Study("lr_transfer", results=tmp_path, scratch=tmp_path / "scratch")
+    assert run_lr_queue(study, design) > 0
+    runs = runlog.read(tmp_path / "runs.jsonl")
+    curves = {(r["param"], r["axis"], r["value"], r["seed"]) for r in runs if r["axis"] != "groups"}
+    assert curves == {("gpt", "width", v, s) for v in (16, 32) for s in (0, 1)} | \
+        {("nugpt", a, v, s) for a, vs in (("width", (16, 32)), ("depth", (1, 2))) for v in vs for s in (0, 1)}
+    for c in curves:  # each curve: the 2-point grid, grown once (to 2e-2 or 5e-4 is out of range: at most 2e-2)
+        assert {r["lr"] for r in runs if (r["param"], r["axis"], r["value"], r["seed"]) == c} >= {1e-3, 1e-2}
+    # the base point (width 16 = depth 1) of nuGPT differs per axis (its reference moves); gpt's is one run
+    nu = {r["key"]: r for r in runs if r["param"] == "nugpt" and r["axis"] != "groups"}
+    assert {(r["settings"]["ref_width"], r["settings"]["ref_depth"]) for r in nu.values()} == {(16, 1)}
+    reused = [r for r in runs if r.get("reused_from")]
+    assert all(r["run_id"] == next(x for x in runs if x["key"] == r["reused_from"])["run_id"] for r in reused)
+    g = [r for r in runs if r["axis"] == "groups"]  # group_shift -1: the per-group sweep always runs
     assert {(r["group"], r["value"]) for r in g} == {(x, m) for x in lr_transfer.GROUPS for m in lr_transfer.MULTS}
-    assert len({r["lr"] for r in g}) == 1 and json.loads(g[0]["key"])["n_embd"] == 32
+    assert len({r["lr"] for r in g}) == 1 and g[0]["settings"]["n_embd"] == 32
+    assert run_lr_queue(study, design) == 0  # everything done: nothing reruns
+    lr_transfer.main(["--report", "--out", str(tmp_path)])
+    table = (tmp_path / "lr_transfer.md").read_text()
+    assert "nuGPT" in table and "shift (log2; per seed)" in table and "regret" in table
+    assert (tmp_path / "lr_transfer_width.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["width/nugpt"]["32"]) >= {"log2_opt", "log2_std", "shift", "shift_err", "shift_seeds", "regret"}
 
 
 # ----------------------------------------------------------------------------- nuGPT's width-free gains, RoPE, SwiGLU

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import runlog
-from studies import queues, runner
+from studies import runner
 from tests.helpers import ROOT, TINY
 
 TOY_QUEUE = '''
@@ -113,13 +113,13 @@ def test_half_written_line_is_skipped_and_mended(tmp_path):
 
 
 def test_bracket_grows_past_an_edge_and_stops_at_the_range():
-    grid, best, _ = queues.bracket({1: 3.0, 2: 2.0, 4: 1.0}, (1, 2, 4), 0.25, 16)
+    grid, best, _ = runner.bracket({1: 3.0, 2: 2.0, 4: 1.0}, (1, 2, 4), 0.25, 16)
     assert grid == [1, 2, 4, 8] and best is None  # 8 is to run
-    grid, best, _ = queues.bracket({1: 3.0, 2: 2.0, 4: 1.0, 8: 1.5}, (1, 2, 4), 0.25, 16)
+    grid, best, _ = runner.bracket({1: 3.0, 2: 2.0, 4: 1.0, 8: 1.5}, (1, 2, 4), 0.25, 16)
     assert best == 4
-    grid, best, note = queues.bracket({4: 1.0, 8: 2.0, 16: 3.0}, (4, 8, 16), 4, 16)
+    grid, best, note = runner.bracket({4: 1.0, 8: 2.0, 16: 3.0}, (4, 8, 16), 4, 16)
     assert best == 4 and "edge optimum" in note
-    _, best, note = queues.bracket({1: float("inf"), 2: float("inf")}, (1, 2), 1, 2)
+    _, best, note = runner.bracket({1: float("inf"), 2: float("inf")}, (1, 2), 1, 2)
     assert best is None and "diverged" in note
 
 
