@@ -63,7 +63,7 @@ def summary(runs_by):
     """Per label: final and best val loss (mean, std over seeds), end-of-run max sigma/logit (max over seeds)."""
     rows = {}
     for label, runs in runs_by.items():
-        final = [recs["final"][0]["final_val_loss"] if recs["final"] else math.nan for _, recs in runs]
+        final = [recs["final"][0].get("final_val_loss") or math.inf if recs["final"] else math.nan for _, recs in runs]
         best = [recs["final"][0]["best_val_loss"] if recs["final"] else math.nan for _, recs in runs]
         spec = [recs["spectral"][-1] for _, recs in runs if recs["spectral"]]
         rows[label] = {
@@ -73,6 +73,9 @@ def summary(runs_by):
             "sigma_max_mlp": max((matrix_max(r, "sigma_max", ".mlp.") for r in spec), default=None),
             "attn_logit_max": max((max(r["attn_logit_max"].values()) for r in spec), default=None),
             "violation_attn": max((matrix_max(r, "violation", ".attn.") for r in spec), default=None),
+            "attn_entropy_min": min((min(r["attn_entropy"].values()) for r in spec if "attn_entropy" in r), default=None),
+            "attn_saturated_max": max((max(r["attn_saturated"].values()) for r in spec if "attn_saturated" in r),
+                                      default=None),
         }
     return rows
 
@@ -110,6 +113,18 @@ def plot(runs_by, out):
     fig.savefig(out / "spectral.png", dpi=120)
     plt.close(fig)
 
+    if all("attn_entropy" in recs["spectral"][0] for runs in runs_by.values() for _, recs in runs if recs["spectral"]):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for label, runs in runs_by.items():
+            band(axes[0], runs, "spectral", lambda r: min(r["attn_entropy"].values()), label, colors[label])
+            band(axes[1], runs, "spectral", lambda r: max(r["attn_saturated"].values()), label, colors[label])
+        axes[0].set(xlabel="step", title="attention entropy, nats (the lowest layer)")
+        axes[1].set(xlabel="step", title="share of saturated softmax rows (max >= 0.99; the highest layer)")
+        axes[0].legend(title="attention/MLP geometry")
+        fig.tight_layout()
+        fig.savefig(out / "attention_saturation.png", dpi=120)
+        plt.close(fig)
+
     layers = sorted({k for runs in runs_by.values() for _, recs in runs for r in recs["spectral"]
                      for k in r["attn_logit_max"]}, key=int)
     fig, axes = plt.subplots(1, len(runs_by), figsize=(4 * len(runs_by), 3.5), sharey=True, squeeze=False)
@@ -124,11 +139,11 @@ def plot(runs_by, out):
     plt.close(fig)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--root", required=True, help="folder searched for <run>/metrics.jsonl")
     p.add_argument("--out", required=True, help="folder for the PNGs and summary.json")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     runs_by = runs_by_label(a.root)
     if not runs_by:
         raise SystemExit(f"error: no metrics.jsonl under {a.root}")

@@ -142,3 +142,35 @@ def test_analyze_names_the_queue_when_a_study_has_no_records(monkeypatch, tmp_pa
         analyze.main(["geometry"])
     analyze.main(["all"])  # every study empty: one line each, no traceback
     assert capsys.readouterr().out.count("no run records") == len(analyze.STUDIES)
+
+
+@pytest.mark.slow
+def test_geometry_and_multilevel_analyses_from_tiny_records(monkeypatch, tmp_path, toy):
+    """python -m studies.analyze geometry / multilevel on tiny real runs laid out as their queues land them: the
+    verdict tables (pairwise paired p, instability, mechanism with attention entropy), spectral plots, FLOPs ratios."""
+    from studies import analyze
+    from tests.helpers import args, run
+    monkeypatch.setattr(analyze, "RESULTS", tmp_path)
+    geo = dict(optimizer="manifold_muon", spectral_interval=4, max_iters=8, eval_interval=4, n_layer=2)
+    for arm in ("none-none", "stiefel-dgram", "dgram-stiefel"):
+        attn, mlp = arm.split("-")
+        for seed in (0, 1):
+            run(args(toy, tmp_path / "geometry" / "runs" / arm / f"seed{seed}", geometry_attn=attn, geometry_mlp=mlp,
+                     seed=seed, **geo))
+    analyze.main(["geometry"])
+    text = (tmp_path / "geometry" / "compare" / "results.md").read_text()
+    assert "stiefel-dgram - dgram-stiefel" in text and "unstable runs" in text and "entropy (min)" in text
+    assert (tmp_path / "geometry" / "spectral" / "attention_saturation.png").stat().st_size > 0
+    ml = dict(n_layer=4, max_iters=12, eval_interval=4, optimizer="sgd", learning_rate=0.05, min_lr=0.05)
+    arms = {"single": {}, "plain": dict(multilevel_levels=2, multilevel_cycle=[2, 2], multilevel_until=8,
+                                        eval_coarse=True),
+            "corrected": dict(multilevel_levels=2, multilevel_cycle=[2, 2], multilevel_until=8, eval_coarse=True,
+                              multilevel_correction=1.0, multilevel_correction_batches=2)}
+    for arm, extra in arms.items():
+        for seed in (0, 1):
+            run(args(toy, tmp_path / "multilevel" / "runs" / arm / f"seed{seed}", seed=seed, **ml, **extra))
+    analyze.main(["multilevel"])
+    text = (tmp_path / "multilevel" / "results.md").read_text()
+    assert "| corrected | 2 |" in text and "without the head" in text
+    summary = json.loads((tmp_path / "multilevel" / "summary.json").read_text())
+    assert {"flops_ratio", "flops_ratio_no_head", "single_flops_at_arm_loss"} <= set(summary["plain"][0])
