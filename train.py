@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 import checkpoint
 import multilevel
@@ -302,9 +303,10 @@ def rng_state(device_type):
 @torch.no_grad()
 def evaluate(model, loaders, iters, ctx, dist_, level=0, offset=0):
     """Mean loss over the same `iters` batches of each split every time, averaged over ranks (level, offset: a
-    coarse network of multilevel.py)."""
+    coarse network of multilevel.py); a progress bar on a terminal."""
     out = {}
     model.eval()
+    bar = tqdm(total=iters * len(loaders), desc="eval", unit="batch", leave=False, disable=not sys.stdout.isatty())
     for split, loader in loaders.items():
         loader.reset()
         total = 0.0
@@ -312,9 +314,15 @@ def evaluate(model, loaders, iters, ctx, dist_, level=0, offset=0):
             x, y = loader.next_batch()
             with ctx:
                 total += model(x, y, level=level, offset=offset)[1].item()
+            bar.update()
         out[split] = dist_.mean(total / iters)
+    bar.close()
     model.train()
     return out
+
+
+def short_commit(sha):
+    return "none" if not sha else sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
 
 
 class Trainer:
@@ -364,7 +372,12 @@ class Trainer:
         self.tokens_per_iter = cfg.gradient_accumulation_steps * B * self.T
         self.peak = utils.peak_flops(d.device, d.world)
         self.start = time.time()
-        self.log = self.open_log() if d.master else None
+        self.lock = utils.DirLock(self.out_dir) if d.master else None  # a second run on this out_dir is refused
+        try:
+            self.log = self.open_log() if d.master else None
+        except BaseException:
+            self.lock.release()
+            raise
 
     def load_state(self, ckpt):
         """Optimizer, scaler, counters, data position and RNG of a train.py checkpoint (resume)."""
@@ -400,11 +413,19 @@ class Trainer:
                     git_commit=utils.git_commit(), versions=utils.versions(), device=utils.device_name(self.d.device),
                     world_size=self.d.world, argv=sys.argv)
         log.log("header", **self.stamp(), **head)
-        print(f"git {head['git_commit']} | {json.dumps(head['versions'])} | {head['device']} x{self.d.world} | "
-              f"{cfg.dtype}")
-        print(json.dumps(resolved))
-        print(f"{head['num_params'] / 1e6:.2f}M parameters | {self.tokens_per_iter:,} tokens/iter | "
-              f"{model.flops_per_token(self.T) / 1e6:.1f} MFLOPs/token | data {self.data_dir} ({cfg.data_order})")
+        c = self.mcfg
+        name = cfg.variant or ("gpt" if c.arch == "gpt" else c.arch)
+        print(f"{name} ({c.arch}, {c.update} + {c.split}) | {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, "
+              f"context {self.T}, vocab {c.vocab_size:,} | {head['num_params'] / 1e6:.2f}M parameters")
+        print(f"{self.tokens_per_iter:,} tokens/step (batch {cfg.batch_size} x {self.T} x {cfg.gradient_accumulation_steps}"
+              f" accumulation) | {cfg.max_iters:,} steps | {cfg.optimizer} | {model.flops_per_token(self.T) / 1e6:.1f} "
+              f"MFLOPs/token")
+        print(f"{head['device']} x{self.d.world} | {cfg.dtype}{' | compiled' if cfg.compile else ''} | git "
+              f"{short_commit(head['git_commit'])}")
+        n_train, n_val = (len(self.eval_loaders[s].data) for s in ("train", "val"))
+        print(f"data {self.data_dir}: {n_train:,} train / {n_val:,} val tokens ({cfg.data_order} order) | writing "
+              f"{self.out_dir}/ (config.json: the full config, metrics.jsonl, ckpt.pt)"
+              + (f" | resuming at step {self.it}" if self.resumed_at else ""))
         return log
 
     def stamp(self):
@@ -451,7 +472,7 @@ class Trainer:
                       for o in (0, 1)}
             coarse = dict(coarse_train_loss={k: v["train"] for k, v in coarse.items()},
                           coarse_val_loss={k: v["val"] for k, v in coarse.items()})
-        seconds = time.time() - t0
+        seconds = self.eval_seconds = time.time() - t0
         if self.d.master:
             print(f"step {self.it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} (eval {seconds:.1f} s)")
             self.log.log("eval", **self.stamp(), train_loss=losses["train"], val_loss=losses["val"],
@@ -548,8 +569,12 @@ class Trainer:
         tok_s, mfu = steps * self.tokens_per_iter / dt, (self.flops - self.f_log) / dt / self.peak if self.peak else None
         lr = cfg.learning_rate * lr_factor(self.it - 1, cfg)
         if self.d.master:
-            print(f"iter {self.it}: loss {loss:.4f}, lr {lr:.2e}, {1000 * dt / steps:.1f} ms/iter, {tok_s:,.0f} tok/s"
-                  + (f", mfu {100 * mfu:.2f}%" if mfu else ""))
+            left = cfg.max_iters - self.it
+            evals_left = cfg.max_iters // cfg.eval_interval - self.it // cfg.eval_interval + (
+                cfg.max_iters % cfg.eval_interval != 0)  # the last step always evaluates
+            eta = left * dt / steps + evals_left * getattr(self, "eval_seconds", 0.0)
+            print(f"iter {self.it}/{cfg.max_iters}: loss {loss:.4f}, {1000 * dt / steps:.1f} ms/iter, {tok_s:,.0f} tok/s, "
+                  f"lr {lr:.2e}" + (f", mfu {100 * mfu:.2f}%" if mfu else "") + f", ETA {utils.duration(eta)}")
             self.log.log("train", **self.stamp(), loss=loss, lr=lr, tok_per_s=tok_s, ms_per_iter=1000 * dt / steps,
                          mfu=mfu, level=self.level[0], offset=self.level[1])
         self.loss_sum.zero_()
@@ -567,6 +592,7 @@ class Trainer:
         self.evaluated, self.level = -1, (0, 0)
         self.loss_sum = torch.zeros((), device=self.d.device)  # summed micro-step losses since the last log line
         self.t_log, self.it_log, self.f_log, self.paused = time.time(), self.it, self.flops, 0.0
+        self.bar, self.it_start = None, self.it
         summary = {}
         try:
             self.loop(stop, summary)
@@ -595,9 +621,18 @@ class Trainer:
                 self.timed(self.eval_and_save)
             if cfg.eval_only or self.it >= cfg.max_iters:
                 break
+            if self.bar is None and self.d.master and sys.stdout.isatty():  # the steps until the next log line
+                n = min(cfg.log_interval - self.it % cfg.log_interval, cfg.max_iters - self.it)
+                first = cfg.compile and self.it == self.it_start
+                self.bar = tqdm(total=n, desc="compiling, step" if first else "step", unit="step", leave=False)
             self.step()
+            if self.bar is not None:
+                self.bar.update()
             if self.it % cfg.log_interval == 0 or self.it % cfg.eval_interval == 0 or self.it >= cfg.max_iters \
                     or stop.requested:
+                if self.bar is not None:
+                    self.bar.close()
+                    self.bar = None
                 self.log_train()
             if self.d.any(stop.requested):
                 self.checkpoint((checkpoint.LATEST,))
@@ -609,6 +644,8 @@ class Trainer:
     def close(self):
         if self.log is not None:
             self.log.close()
+        if self.lock is not None:
+            self.lock.release()
         if self.d.ddp and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import platform
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,41 @@ def atomic_write_text(text, path):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+class DirLocked(ValueError):
+    """Another live process holds the run directory (a one-line user error)."""
+
+
+class DirLock:
+    """An exclusive lock on a run directory (out_dir/.lock, flock): a second train.py on the same out_dir is refused
+    with the holder's pid and command; the lock of a killed process is released by the kernel, so a stale .lock file
+    is simply taken over."""
+
+    def __init__(self, out_dir):
+        import fcntl
+        path = Path(out_dir) / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise DirLocked(f"out_dir {out_dir} is in use by a live run ({holder}): wait for it, stop it, or choose "
+                            "another --out_dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)[:200]}")
+        self.file.flush()
+
+    def release(self):
+        if not self.file.closed:
+            self.file.close()  # closing the descriptor drops the flock
+
+
+def duration(seconds):
+    """'1h02m', '4m05s', '12s'."""
+    s = int(round(max(0.0, seconds)))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

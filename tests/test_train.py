@@ -147,7 +147,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(toy, tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), *args(toy, tmp_path, max_iters=100000, eval_interval=100000)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     for line in proc.stdout:
-        if line.startswith("iter 3:"):
+        if line.startswith("iter 3/"):
             proc.send_signal(signal.SIGTERM)
             break
     out = proc.communicate(timeout=120)[0]
@@ -169,3 +169,54 @@ def test_ddp_two_processes_match_single_process(toy, tmp_path):
     ddp, one = train_losses(tmp_path / "ddp"), train_losses(tmp_path / "one")
     assert [i for i, _ in ddp] == [i for i, _ in one]
     np.testing.assert_allclose([v for _, v in ddp], [v for _, v in one], rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- the run directory's lock
+
+HOLD = "import sys, time, utils; lock = utils.DirLock(sys.argv[1]); print('held', flush=True); time.sleep(120)"
+
+
+def hold_lock(out):
+    """A live process holding out's lock (as a running train.py would)."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_live_run_holds_its_out_dir(toy, tmp_path, capsys):
+    """A second train.py (or a resume) on an out_dir a live run holds gets a one-line error naming that process."""
+    run(args(toy, tmp_path, max_iters=2, eval_interval=2))
+    holder = hold_lock(tmp_path)
+    try:
+        for extra in ([], ["--init_from=resume", "--max_iters=4"]):
+            with pytest.raises(SystemExit) as e:
+                train.main(args(toy, tmp_path, max_iters=2, eval_interval=2) + extra)
+            err = capsys.readouterr().err.strip()
+            assert e.value.code == 2 and err.startswith("error: out_dir") and f"pid {holder.pid}" in err
+            assert len(err.splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [r["kind"] for r in metrics(tmp_path)][-1] == "final"  # the refused runs wrote nothing
+
+
+def test_a_killed_runs_lock_is_taken_over(toy, tmp_path):
+    holder = hold_lock(tmp_path)
+    holder.kill()  # SIGKILL: the .lock file stays, the kernel drops the lock
+    holder.wait()
+    assert (tmp_path / ".lock").exists()
+    run(args(toy, tmp_path, max_iters=2, eval_interval=2))
+    assert metrics(tmp_path)[-1]["kind"] == "final"
+    run(args(toy, tmp_path, max_iters=2, eval_interval=2))  # released at the end of a run: the next one starts
+
+
+def test_console_is_a_few_human_lines(toy, tmp_path, capsys):
+    """The start: variant, parameters, tokens per step, device and dtype, data, the run folder (the config stays in
+    config.json); one line per log interval with loss, ms/step, tok/s and an ETA."""
+    run(args(toy, tmp_path, max_iters=4, eval_interval=4, log_interval=2))
+    out = capsys.readouterr().out.splitlines()
+    head = out[:4]
+    assert all(len(line) < 300 for line in out) and not any(line.startswith("{") for line in out)
+    assert "parameters" in head[0] and "tokens/step" in head[1] and "x1 |" in head[2] and str(tmp_path) in head[3]
+    logs = [line for line in out if line.startswith("iter ")]
+    assert len(logs) == 2 and all(k in logs[0] for k in ("iter 2/4: loss", "ms/iter", "tok/s", "ETA"))
