@@ -101,13 +101,18 @@ def main():
           f"alpha={cfg.mm_alpha}, Muon Newton-Schulz in {muon_dtype(cfg.muon_dtype, 'cpu')}, "
           f"fwd+bwd {fwd_bwd:.2f} s ({utils.resolve_dtype(cfg.dtype, 'cpu')}), {a.steps} timed steps, "
           f"{a.threads} threads\n")
-    print("| optimizer | step (median) | min - max | hidden-matrix optimizer | vs Muon | vs AdamW | dual iters |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("The target (at most 3x Muon) is on the hidden-matrix optimizer alone (its step, not AdamW's part for the "
+          "embeddings, head and scalars), each at its defaults.\n")
+    print("| optimizer | hidden-matrix step (median) | vs Muon's | whole step (median) | min - max | vs Muon | vs AdamW "
+          "| dual iters |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in rows.items():
         iters = "" if r["dual_iters"] is None else f"{r['dual_iters']:.1f}"
-        print(f"| {label} | {1e3 * r['step_s']:,.0f} ms | {1e3 * r['step_min_s']:,.0f} - {1e3 * r['step_max_s']:,.0f} | "
-              f"{1e3 * r['matrix_s']:,.0f} ms | {r['step_s'] / muon['step_s']:.2f}x | "
-              f"{r['step_s'] / adamw['step_s']:.2f}x | {iters} |")
+        alone = r["matrix_s"] == r["matrix_s"]  # AdamW has one optimizer for everything: no separate matrix step
+        print(f"| {label} | " + (f"{1e3 * r['matrix_s']:,.0f} ms | {r['matrix_s'] / muon['matrix_s']:.2f}x" if alone
+                                 else "- | -") +
+              f" | {1e3 * r['step_s']:,.0f} ms | {1e3 * r['step_min_s']:,.0f} - {1e3 * r['step_max_s']:,.0f} | "
+              f"{r['step_s'] / muon['step_s']:.2f}x | {r['step_s'] / adamw['step_s']:.2f}x | {iters} |")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": a.config, "overrides": a.overrides, "steps": a.steps, "mm_iters": cfg.mm_iters,
             "mm_alpha": cfg.mm_alpha, "threads": a.threads, "fwd_bwd_s": fwd_bwd,
