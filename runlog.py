@@ -16,11 +16,14 @@ Every record has `kind`, `iter` (optimizer steps done), `tokens`, `flops` (cumul
               stopped on a non-finite loss writes one too, with diverged, diverged_at (the iteration) and error
 
 `RunLog` is the writer (the master rank; optionally mirrored to wandb). `Run(path)` reads a run back, for the
-studies, benchmarks and tests.
+studies, benchmarks and tests. A study's runs.jsonl (one JSON line per finished run of the lab and lr_transfer
+queues) is written by append_line and read by read_lines, here too.
 """
 
+import fcntl
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +73,37 @@ class RunLog:
 
 
 # ----------------------------------------------------------------------------- reading
+
+def read_lines(path):
+    """The records of a study's runs.jsonl (one line per run, studies/runner.py); a half-written last line (a kill
+    during an append) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def append_line(path, record):
+    """Append one record to a runs.jsonl under a lock, after a newline if a killed writer left a partial line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+            f.seek(f.tell() - 1)
+            if f.read(1) != "\n":
+                f.write("\n")
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
 
 def read(path):
     """Every record of a metrics.jsonl (path: the file or its run directory)."""

@@ -3,10 +3,10 @@ The lab's study in the paper's protocol (Ahn et al., ICLR 2024, "Linear attentio
 code's defaults, lab/train.py LabConfig): Adam vs SGD on Gaussian and heavy-tailed covariates, gradient noise,
 conditioning and smoothness, and a depth sweep, each optimizer at learning rates whose grids bracket its optimum.
 
-    bash studies/lab.sh                      # the queue (studies/runner.py: two one-thread jobs, resumable)
+    bash studies/lab.sh                      # the queue (studies/queues.py:lab on studies/runner.py, resumable)
     bash studies/lab.sh --plan               # what is done, what is left, how long it takes
     python -m lab.run_study --report         # tables, plots, claims from studies/results/lab/runs.jsonl alone
-    python -m lab.run_study --quick --out /tmp/lab_quick     # a smoke run of a tiny plan in this process (minutes)
+    bash studies/lab.sh --quick              # a smoke run of a tiny plan and its report (out-studies/lab_quick)
 
 Jobs (keys of runs.jsonl):
   core/<dist>/<opt>/seed<s>       3 layers, the paper's lr 0.02, 10,000 steps, 6 seeds; Hessian diagonals every 250
@@ -28,7 +28,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -38,7 +38,7 @@ from scipy import stats
 
 from lab.model import LinearTransformer, hand_set, icl_optimizer, predict
 from lab.train import LabConfig, gradient_noise, train
-from studies.runner import Job, Study, append_line, bracket, read_lines
+from runlog import append_line, read_lines
 from utils import atomic_write_text, device_name, git_commit, versions
 
 plt.switch_backend("Agg")
@@ -66,64 +66,6 @@ def sizes(quick):
     return 10_000, 5000, 6, 2, 3, tuple(range(0, 2001, 250))
 
 
-def grid_best(study, prefix, start, seeds):
-    """(grid to run, best lr or None) of the runs prefix/lr<lr>/seed<s>: bracketed on the seed-mean log fixed loss."""
-    losses = {}
-    landed = {float(r["key"][len(prefix) + 3:].split("/")[0]) for r in study.lines()
-              if r["key"].startswith(prefix + "/lr")}
-    for lr in set(start) | landed:
-        recs = [study.line(f"{prefix}/lr{lr:g}/seed{s}") for s in seeds]
-        losses[lr] = None if any(r is None for r in recs) else float(np.mean([np.log(r["fixed"]) for r in recs]))
-    grid, best, _ = bracket(losses, start, *LR_RANGE)
-    return grid, best
-
-
-def jobs(study, quick=False):
-    """The study's jobs given its records (studies/runner.py); called with None: the Study (folders, guesses)."""
-    if study is None:
-        return Study("lab", guess={f"L{L}": 1.2 + 3.3 * L for L in DEPTHS} | {f"noise-L{L}": 12_000 * L for L in DEPTHS})
-    steps, short, n_core, n_grid, n_depth, hess = sizes(quick)
-    base = LabConfig(steps=steps, eval_at=(short,))
-    out = []
-
-    def add(key, cfg, kind="train", waits=""):
-        steps_ = cfg.steps if kind == "train" else 1
-        argv = ["-m", "lab.run_study", "--job", key, "--kind", kind, "--config", json.dumps(asdict(cfg)),
-                "--out", str(study.results)]
-        out.append(Job(key, argv, steps_, f"{'noise-' if kind == 'noise' else ''}L{cfg.n_layer}", kind="line",
-                       waits=waits))
-    for dist in DISTS:  # 1. the paper's comparison at lr 0.02
-        for opt in OPTS:
-            for s in range(n_core):
-                add(f"core/{dist}/{opt}/seed{s}", replace(base, dist=dist, optimizer=opt, seed=s, hess_at=hess,
-                                                           smooth_every=10 if s == 0 else 0))
-    for dist in DISTS:  # 2. each optimizer's own grid (best vs best)
-        for opt in OPTS:
-            prefix = f"grid/{dist}/{opt}"
-            grid, _ = grid_best(study, prefix, GRIDS[opt], range(n_grid))
-            for lr in grid:
-                for s in range(n_grid):
-                    add(f"{prefix}/lr{lr:g}/seed{s}", replace(base, dist=dist, optimizer=opt, lr=lr, seed=s,
-                                                              steps=short, eval_at=()))
-    for L in DEPTHS:  # 3. depth, each optimizer at its own rate per depth
-        for opt in OPTS:
-            prefix = f"depth/L{L}/{opt}"
-            cfg = replace(base, n_layer=L, optimizer=opt, steps=short, eval_at=(), hess_at=(750, 1250) if not quick
-                          else (50,))
-            grid, best = grid_best(study, prefix, DEPTH_GRIDS[opt], [0])
-            for lr in grid:
-                add(f"{prefix}/lr{lr:g}/seed0", replace(cfg, lr=lr))
-            for s in range(1, n_depth):
-                if best is None:
-                    add(f"{prefix}/lr?/seed{s}", cfg, waits=f"the {prefix} grid")
-                else:
-                    add(f"{prefix}/lr{best:g}/seed{s}", replace(cfg, lr=best, seed=s))
-    for dist, depths in (("normal", DEPTHS), ("heavy", (3,))):  # 4. gradient noise at initialisation
-        for L in depths:
-            add(f"noise/{dist}/L{L}", replace(base, dist=dist, n_layer=L), kind="noise")
-    return out
-
-
 def run_job(key, kind, cfg, out, quick=False):
     """Run one job and append its record to out/runs.jsonl."""
     t0 = time.time()
@@ -142,18 +84,6 @@ def run_job(key, kind, cfg, out, quick=False):
 def config_of(text):
     """A LabConfig from its JSON (lists back to tuples)."""
     return LabConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()})
-
-
-def run_quick(out):
-    """The quick plan, one job after another in this process (a smoke run of the queue and the report)."""
-    study = Study("lab", results=out, scratch=Path(out) / "scratch")
-    while True:
-        study.refresh()
-        todo = [j for j in jobs(study, quick=True) if not j.waits and not study.done(j)]
-        if not todo:
-            return
-        a = parse(todo[0].argv[2:])
-        run_job(a.job, a.kind, config_of(a.config), out, quick=True)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -575,7 +505,7 @@ def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="studies/results/lab")
     ap.add_argument("--report", action="store_true", help="only build the tables and plots from runs.jsonl")
-    ap.add_argument("--quick", action="store_true", help="a tiny smoke run of the plan and the report (no conclusions)")
+    ap.add_argument("--quick", action="store_true", help="the report of the quick plan (bash studies/lab.sh --quick)")
     ap.add_argument("--job", help="(the runner's) run this job key and append its record")
     ap.add_argument("--kind", default="train", choices=("train", "noise"))
     ap.add_argument("--config", help="(with --job) the LabConfig as JSON")
@@ -591,11 +521,9 @@ def main(argv=None):
     if a.job:
         run_job(a.job, a.kind, config_of(a.config), out, a.quick)
         return
-    if a.quick:
-        run_quick(out)
-    elif not a.report:
-        sys.exit("error: give --report (tables from runs.jsonl), --quick (a smoke run), or run the queue with "
-                 "bash studies/lab.sh")
+    if not a.report:
+        sys.exit("error: give --report (tables from runs.jsonl), or run the queue with bash studies/lab.sh "
+                 "(--quick: a smoke run)")
     report(out, f"python -m lab.run_study --report --out {a.out}" + (" --quick" if a.quick else ""), a.quick)
 
 

@@ -30,7 +30,13 @@ per arm would tie each curve to its own horizon).
 
 import math
 
-from studies.runner import Job, Study, bracket
+import json
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from lab.run_study import DEPTH_GRIDS, DEPTHS, DISTS, GRIDS, LR_RANGE, OPTS, LabConfig, sizes
+from studies.runner import SCRATCH, Job, Study, bracket
 
 GEOMETRY_ARMS = {
     "none-none": "--geometry_attn=none --geometry_mlp=none --muon_weight_decay=0.1",
@@ -184,3 +190,68 @@ def multilevel(study, seeds=ML_SEEDS):
                                   "--max_iters=3000", "--eval_interval=200", "--eval_iters=32", "--log_interval=25",
                                   f"--seed={seed}"], 3000, shape))
     return jobs
+
+
+# ----------------------------------------------------------------------------- the linear-transformer lab
+def grid_best(study, prefix, start, seeds):
+    """(grid to run, best lr or None) of the runs prefix/lr<lr>/seed<s>: bracketed on the seed-mean log fixed loss."""
+    losses = {}
+    landed = {float(r["key"][len(prefix) + 3:].split("/")[0]) for r in study.lines()
+              if r["key"].startswith(prefix + "/lr")}
+    for lr in set(start) | landed:
+        recs = [study.line(f"{prefix}/lr{lr:g}/seed{s}") for s in seeds]
+        losses[lr] = None if any(r is None for r in recs) else float(np.mean([np.log(r["fixed"]) for r in recs]))
+    grid, best, _ = bracket(losses, start, *LR_RANGE)
+    return grid, best
+
+
+def lab(study, quick=False):
+    """The lab's jobs (lab/run_study.py has the design) given its records; called with None: the Study."""
+    if study is None:
+        guess = {f"L{L}": 1.2 + 3.3 * L for L in DEPTHS} | {f"noise-L{L}": 12_000 * L for L in DEPTHS}
+        return Study("lab_quick", results=SCRATCH / "lab_quick", guess=guess) if quick else Study("lab", guess=guess)
+    steps, short, n_core, n_grid, n_depth, hess = sizes(quick)
+    base = LabConfig(steps=steps, eval_at=(short,))
+    out = []
+
+    def add(key, cfg, kind="train", waits=""):
+        steps_ = cfg.steps if kind == "train" else 1
+        argv = ["-m", "lab.run_study", "--job", key, "--kind", kind, "--config", json.dumps(asdict(cfg)),
+                "--out", str(study.results)]
+        out.append(Job(key, argv, steps_, f"{'noise-' if kind == 'noise' else ''}L{cfg.n_layer}", kind="line",
+                       waits=waits))
+    for dist in DISTS:  # 1. the paper's comparison at lr 0.02
+        for opt in OPTS:
+            for s in range(n_core):
+                add(f"core/{dist}/{opt}/seed{s}", replace(base, dist=dist, optimizer=opt, seed=s, hess_at=hess,
+                                                           smooth_every=10 if s == 0 else 0))
+    for dist in DISTS:  # 2. each optimizer's own grid (best vs best)
+        for opt in OPTS:
+            prefix = f"grid/{dist}/{opt}"
+            grid, _ = grid_best(study, prefix, GRIDS[opt], range(n_grid))
+            for lr in grid:
+                for s in range(n_grid):
+                    add(f"{prefix}/lr{lr:g}/seed{s}", replace(base, dist=dist, optimizer=opt, lr=lr, seed=s,
+                                                              steps=short, eval_at=()))
+    for L in DEPTHS:  # 3. depth, each optimizer at its own rate per depth
+        for opt in OPTS:
+            prefix = f"depth/L{L}/{opt}"
+            cfg = replace(base, n_layer=L, optimizer=opt, steps=short, eval_at=(), hess_at=(750, 1250) if not quick
+                          else (50,))
+            grid, best = grid_best(study, prefix, DEPTH_GRIDS[opt], [0])
+            for lr in grid:
+                add(f"{prefix}/lr{lr:g}/seed0", replace(cfg, lr=lr))
+            for s in range(1, n_depth):
+                if best is None:
+                    add(f"{prefix}/lr?/seed{s}", cfg, waits=f"the {prefix} grid")
+                else:
+                    add(f"{prefix}/lr{best:g}/seed{s}", replace(cfg, lr=best, seed=s))
+    for dist, depths in (("normal", DEPTHS), ("heavy", (3,))):  # 4. gradient noise at initialisation
+        for L in depths:
+            add(f"noise/{dist}/L{L}", replace(base, dist=dist, n_layer=L), kind="noise")
+    return out
+
+
+def lab_quick(study):
+    """A tiny plan of the lab (a smoke run of the queue and the report, not for conclusions)."""
+    return lab(study, quick=True)

@@ -21,7 +21,6 @@ its estimate) but started only once the queue function returns it ready.
 import argparse
 import fcntl
 import importlib
-import json
 import math
 import os
 import shutil
@@ -33,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import runlog
+from runlog import append_line, read_lines  # noqa: F401  (the queues' and tests' names)
+from utils import bracket  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "studies" / "results"
@@ -43,7 +44,8 @@ STUDIES = {  # study -> module:function returning its jobs
     "geometry": "studies.queues:geometry",
     "multilevel": "studies.queues:multilevel",
     "lr_transfer": "studies.lr_transfer:jobs",
-    "lab": "lab.run_study:jobs",
+    "lab": "studies.queues:lab",
+    "lab_quick": "studies.queues:lab_quick",
 }
 
 
@@ -58,55 +60,6 @@ class Job:
     kind: str = "run"
     waits: str = ""
     env: dict = field(default_factory=dict)
-
-
-def read_lines(path):
-    """The records of a runs.jsonl; a half-written last line (a kill during an append) is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def append_line(path, record):
-    """Append one record to a runs.jsonl under a lock, after a newline if a killed writer left a partial line."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0, os.SEEK_END)
-        if f.tell():
-            f.seek(f.tell() - 1)
-            if f.read(1) != "\n":
-                f.write("\n")
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def bracket(losses, start, lo, hi):
-    """Grow a factor-2 grid until its best point is interior: (grid to run, best or None while growing, edge note).
-    losses: {value: loss or None (not run yet)}; start: the first grid; lo, hi: how far the grid may grow."""
-    grid = sorted(set(start) | {v for v, x in losses.items() if x is not None})
-    while True:
-        if any(losses.get(v) is None for v in grid):
-            return grid, None, ""
-        scores = [losses[v] for v in grid]
-        i = min(range(len(grid)), key=scores.__getitem__)
-        if not math.isfinite(scores[i]):
-            return grid, None, "every point diverged"
-        if 0 < i < len(grid) - 1:
-            return grid, grid[i], ""
-        nxt = grid[0] / 2 if i == 0 else grid[-1] * 2
-        if not lo * 0.999 <= nxt <= hi * 1.001:
-            return grid, grid[i], f"edge optimum at {grid[i]:g} (the grid may not grow past {lo:g} .. {hi:g})"
-        grid = sorted(grid + [nxt])
 
 
 class Study:

@@ -316,8 +316,9 @@ def _descent(w, g, a, geometry, eps=1e-5):
 @pytest.mark.parametrize("geometry", ["dgram", "stiefel"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_two_step_ascent_is_near_the_converged_solve_at_column_norms_near_2(geometry, dtype):
-    """K=2, alpha 0.3 (the defaults; msign and the ascent's products in fp32 or bf16) on weights with column norms in
-    [1.8, 2.2] (dgram; stiefel at 1) reach at least 85% of the descent of the subproblem solved to convergence (fp64, exact polar factor, 3,000 ascent steps)."""
+    """K=2, alpha 0.3 (the defaults; msign in fp32 or bf16) on weights with column norms in [1.8, 2.2] (dgram;
+    stiefel at 1) reach at least 85% of the descent of the subproblem solved to convergence (fp64, exact polar
+    factor, 3,000 ascent steps)."""
     gen = torch.Generator().manual_seed(0)
     m, n = 128, 32
     q, _ = torch.linalg.qr(torch.randn(m, n, generator=gen, dtype=torch.float64))
