@@ -151,7 +151,8 @@ def make_lm(model, device, dtype, batch_size):
 @torch.no_grad()
 def score_pairs(model, pairs, device, dtype, batch_size, disable_tqdm=False):
     """[(sum of log p(continuation | context), whether it is the greedy continuation)] for token-id pairs, batched by
-    length (longest first), each pair cut from the left to block_size + 1 tokens."""
+    length (longest first), each pair cut from the left to block_size + 1 tokens. The head (d x 50k, most of a small
+    model's cost) runs only on the positions that predict a continuation."""
     T = model.config.block_size
     seqs = [(ctx + cont)[-(T + 1):] for ctx, cont in pairs]
     n_cont = [min(len(cont), T) for _, cont in pairs]
@@ -166,14 +167,22 @@ def score_pairs(model, pairs, device, dtype, batch_size, disable_tqdm=False):
         for row, i in enumerate(batch):
             s = seqs[i]
             x[row, :len(s) - 1], y[row, :len(s) - 1] = torch.tensor(s[:-1]), torch.tensor(s[1:])
-        with utils.autocast(device, dtype):
-            logits, _ = model(x.to(device), y.to(device))  # (B, width, V); padded positions are not read
-        logp = F.log_softmax(logits.float(), dim=-1)
-        for row, i in enumerate(batch):
-            n, k = len(seqs[i]) - 1, n_cont[i]
-            lp = logp[row, n - k:n]  # (k, V): the positions that predict the continuation
-            target = y[row, n - k:n].to(lp.device)
-            out[i] = (lp.gather(-1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all()))
+        states = {}
+        hook = model.transformer.ln_f.register_forward_hook(lambda m, args, h: states.__setitem__("h", h))
+        try:
+            with utils.autocast(device, dtype):
+                model(x.to(device))  # (B, width, C) final states captured; the head runs on the last position only
+                spans = [(len(seqs[i]) - 1 - n_cont[i], len(seqs[i]) - 1) for i in batch]
+                h = torch.cat([states["h"][row, a:b] for row, (a, b) in enumerate(spans)])  # (sum k, C)
+                logp = F.log_softmax(model.head(h).float(), dim=-1)  # the continuation positions only
+        finally:
+            hook.remove()
+        target = torch.cat([y[row, a:b] for row, (a, b) in enumerate(spans)]).to(logp.device)
+        picked, hit = logp.gather(-1, target[:, None])[:, 0], logp.argmax(-1) == target
+        at = 0
+        for (a, b), i in zip(spans, batch):
+            out[i] = (picked[at:at + b - a].sum().item(), bool(hit[at:at + b - a].all()))
+            at += b - a
         bar.update(len(batch))
     bar.close()
     return out

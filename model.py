@@ -468,14 +468,17 @@ class GPT(nn.Module):
         x = tr.ln_f(x)
         if targets is None:
             x = x[:, [-1], :]  # inference: only the last position
-        logits = self.lm_head(x)  # (B, T, vocab) or (B, 1, vocab)
-        if c.arch != "gpt":
-            logits = logits * self.s_z()
+        logits = self.head(x)  # (B, T, vocab) or (B, 1, vocab)
         loss = None
         if targets is not None:
             flat = logits.view(-1, logits.size(-1)).to(torch.promote_types(logits.dtype, torch.float32))  # >= fp32
             loss = F.cross_entropy(flat, targets.view(-1), ignore_index=-1)
         return logits, loss
+
+    def head(self, x):
+        """Logits of final states x (..., C) (after ln_f): the tied head, times nGPT's learned scale s_z."""
+        logits = self.lm_head(x)
+        return logits * self.s_z() if self.config.arch != "gpt" else logits
 
     def new_cache(self, batch, device=None, dtype=None):
         c = self.config
