@@ -32,7 +32,7 @@ GROUPS = ("matrix", "embed", "head", "scalar", "coef", "attn", "mlp")
 
 
 def _adamw(groups, cfg, device_type):
-    fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    fused = (device_type == "cuda" or cfg.adamw_fused) and "fused" in inspect.signature(torch.optim.AdamW).parameters
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                              eps=cfg.adam_eps, **({"fused": True} if fused else {}))
 

@@ -63,6 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
+    adamw_fused: bool = False  # fused AdamW on CPU too (5x faster step there); CUDA always fuses, as nanoGPT
     adam_eps: float = 1e-8  # AdamW's eps (arch='nugpt': 1e-16 unless given, the nuGPT reference's)
     sgd_momentum: float = 0.9  # optimizer=sgd: heavy-ball momentum
     sgd_nesterov: bool = False  # optimizer=sgd: Nesterov momentum

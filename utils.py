@@ -180,8 +180,11 @@ def bracket(losses, start, lo, hi):
             return grid, None, ""
         scores = [losses[v] for v in grid]
         i = min(range(len(grid)), key=scores.__getitem__)
-        if not math.isfinite(scores[i]):
-            return grid, None, "every point diverged"
+        if not math.isfinite(scores[i]):  # every point diverged: smaller values, down to lo
+            if grid[0] / 2 < lo * 0.999:
+                return grid, None, f"every point diverged (the grid may not grow below {lo:g})"
+            grid = sorted(grid + [grid[0] / 2])
+            continue
         if 0 < i < len(grid) - 1:
             return grid, grid[i], ""
         nxt = grid[0] / 2 if i == 0 else grid[-1] * 2

@@ -27,6 +27,7 @@ min_lr = 2e-4
 weight_decay = 0.1
 scalar_lr_mult = 5.0
 grad_clip = 1.0
+adamw_fused = True  # torch's fused AdamW on CPU: 5x faster on the 12.9M-entry embedding
 
 eval_interval = 50
 eval_iters = 20

@@ -121,6 +121,10 @@ def test_bracket_grows_past_an_edge_and_stops_at_the_range():
     assert best == 4 and "edge optimum" in note
     _, best, note = runner.bracket({1: float("inf"), 2: float("inf")}, (1, 2), 1, 2)
     assert best is None and "diverged" in note
+    grid, best, _ = runner.bracket({1: float("inf"), 2: float("inf")}, (1, 2), 0.25, 2)  # all diverged: go lower
+    assert grid == [0.5, 1, 2] and best is None
+    grid, best, _ = runner.bracket({0.5: 1.0, 1: float("inf"), 2: float("inf")}, (1, 2), 0.25, 2)
+    assert grid == [0.25, 0.5, 1, 2] and best is None  # 0.5 is the best at the edge: 0.25 is to run
 
 
 @pytest.mark.parametrize("study", sorted(runner.STUDIES))

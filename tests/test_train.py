@@ -220,3 +220,22 @@ def test_console_is_a_few_human_lines(toy, tmp_path, capsys):
     assert "parameters" in head[0] and "tokens/step" in head[1] and "x1 |" in head[2] and str(tmp_path) in head[3]
     logs = [line for line in out if line.startswith("iter ")]
     assert len(logs) == 2 and all(k in logs[0] for k in ("iter 2/4: loss", "ms/iter", "tok/s", "ETA"))
+
+
+def test_adamw_fused_on_cpu_matches_the_default_step():
+    """adamw_fused=True builds torch's fused AdamW on CPU; its steps agree with the default (foreach) ones."""
+    import optim
+    from model import GPTConfig
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64))
+        opt = optim.build_optimizers(model, train.TrainConfig(optimizer="adamw", adamw_fused=fused), "cpu")[0]
+        assert opt.defaults.get("fused") is (True if fused else None)
+        for _ in range(3):
+            x = torch.randint(0, 64, (2, 8))
+            model(x, x)[1].backward()
+            opt.step()
+            opt.zero_grad()
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(*results, atol=1e-6)
