@@ -248,7 +248,9 @@ def analyze(recs, quick=False):
             vals = [fixed(r) for r in rs if r is not None]
             res["depth"][f"L{L}/{opt}"] = dict(lr=b, bracketed=min(seed0) < b < max(seed0), fixed=vals,
                                                median=median(vals), seeds=len(vals),
-                                               diverged=sum(not math.isfinite(x) for x in seed0.values()))
+                                               diverged=sum(not math.isfinite(x) for x in seed0.values()),
+                                               all_diverged=not any(math.isfinite(x) for x in seed0.values()),
+                                               grid=(min(seed0), max(seed0)))
     for k, r in by.items():
         if r["kind"] == "noise":
             a = np.array(r["norms"])
@@ -313,20 +315,25 @@ def claims(res):
                                   f"{s[o]['slope']:.2f}, n {s[o]['n']}" for o in OPTS),
                         verdict(all(s[o]["rho"] > 0.3 and s[o]["p"] < 0.05 for o in OPTS))))
     d = res["depth"]
-    both = [L for L in DEPTHS if f"L{L}/adam" in d and f"L{L}/sgd" in d and d[f"L{L}/adam"]["median"] is not None
-            and d[f"L{L}/sgd"]["median"] is not None]
+    ok_at = {o: [L for L in DEPTHS if f"L{L}/{o}" in d and d[f"L{L}/{o}"]["median"] is not None
+                 and math.isfinite(d[f"L{L}/{o}"]["median"])] for o in OPTS}  # a median not diverged
+    div = "; ".join(f"{o} at L{L} diverged at every lr {d[f'L{L}/{o}']['grid'][0]:g}-{d[f'L{L}/{o}']['grid'][1]:g}"
+                    for L in DEPTHS for o in OPTS if d.get(f"L{L}/{o}", {}).get("all_diverged"))
+    div = f"; {div}" if div else ""
+    both = [L for L in ok_at["adam"] if L in ok_at["sgd"]]
     if len(both) >= 3:
         gaps = {L: d[f"L{L}/sgd"]["median"] / d[f"L{L}/adam"]["median"] for L in both}
         rho, p = stats.spearmanr(both, [gaps[L] for L in both])
         out.append(("The Adam-SGD gap grows with depth (Gaussian, each at its best lr per depth)",
                     "yes (Sec. 4.2, no numbers)",
-                    "SGD / Adam: " + ", ".join(f"L{L} {g:.2f}x" for L, g in gaps.items()) + f" (Spearman {rho:.2f})",
-                    verdict(rho > 0.5)))
+                    "SGD / Adam: " + ", ".join(f"L{L} {g:.2f}x" for L, g in gaps.items()) + f" (Spearman {rho:.2f})"
+                    + div, verdict(rho > 0.5)))
         for opt in OPTS:
-            m = {L: d[f"L{L}/{opt}"]["median"] for L in both}
-            dec = all(m[a] > m[b] for a, b in zip(both, both[1:]))
+            m = {L: d[f"L{L}/{opt}"]["median"] for L in ok_at[opt]}
+            dec = all(m[a] > m[b] for a, b in zip(ok_at[opt], ok_at[opt][1:])) and len(m) == len(DEPTHS)
             out.append((f"The loss decreases with depth ({opt}, best lr per depth, median over seeds)",
-                        "yes (Sec. 4.2)", ", ".join(f"L{L} {v:.3g}" for L, v in m.items()), verdict(dec)))
+                        "yes (Sec. 4.2)", ", ".join(f"L{L} {v:.3g}" for L, v in m.items()) + "".join(
+                            f", L{L} diverged" for L in DEPTHS if L not in m), verdict(dec)))
     nz = {L: res["noise"][f"normal/L{L}"] for L in DEPTHS if f"normal/L{L}" in res["noise"]}
     if len(nz) >= 4:
         deep, shallow = [L for L in nz if L >= 6], [L for L in nz if L <= 3]
@@ -400,9 +407,11 @@ def table(res, meta):
     for L in DEPTHS:
         a, s = res["depth"].get(f"L{L}/adam"), res["depth"].get(f"L{L}/sgd")
         if a and s:
-            gap = s["median"] / a["median"] if a["median"] and s["median"] and math.isfinite(s["median"]) else None
-            lines.append(f"| {L} | {a['lr']:g}{'' if a['bracketed'] else ' (edge)'} | {fmt_l(a['fixed'])} | {s['lr']:g}"
-                         f"{'' if s['bracketed'] else ' (edge)'} | {fmt_l(s['fixed'])} | {fmt_x(gap)} |")
+            fin = all(x["median"] and math.isfinite(x["median"]) for x in (a, s))
+            gap = s["median"] / a["median"] if fin else None
+            lr = [f"every lr {x['grid'][0]:g}-{x['grid'][1]:g} diverged" if x["all_diverged"] else
+                  f"{x['lr']:g}{'' if x['bracketed'] else ' (edge)'}" for x in (a, s)]
+            lines.append(f"| {L} | {lr[0]} | {fmt_l(a['fixed'])} | {lr[1]} | {fmt_l(s['fixed'])} | {fmt_x(gap)} |")
     lines += ["", "## Gradient noise at initialisation (10k minibatches of 1000 vs a 100k-prompt gradient; 95% bootstrap)",
               "", "| covariates / layers | q99 / median | max / median | kurtosis of norm | coord. kurtosis (median) "
               "| Hill tail index |", "|---|---|---|---|---|---|"]

@@ -201,8 +201,8 @@ def grid_best(study, prefix, start, seeds):
     for lr in set(start) | landed:
         recs = [study.line(f"{prefix}/lr{lr:g}/seed{s}") for s in seeds]
         losses[lr] = None if any(r is None for r in recs) else float(np.mean([np.log(r["fixed"]) for r in recs]))
-    grid, best, _ = bracket(losses, start, *LR_RANGE)
-    return grid, best
+    grid, best, note = bracket(losses, start, *LR_RANGE)
+    return grid, best, note
 
 
 def lab(study, quick=False):
@@ -228,7 +228,7 @@ def lab(study, quick=False):
     for dist in DISTS:  # 2. each optimizer's own grid (best vs best)
         for opt in OPTS:
             prefix = f"grid/{dist}/{opt}"
-            grid, _ = grid_best(study, prefix, GRIDS[opt], range(n_grid))
+            grid, _, _ = grid_best(study, prefix, GRIDS[opt], range(n_grid))
             for lr in grid:
                 for s in range(n_grid):
                     add(f"{prefix}/lr{lr:g}/seed{s}", replace(base, dist=dist, optimizer=opt, lr=lr, seed=s,
@@ -238,10 +238,10 @@ def lab(study, quick=False):
             prefix = f"depth/L{L}/{opt}"
             cfg = replace(base, n_layer=L, optimizer=opt, steps=short, eval_at=(), hess_at=(750, 1250) if not quick
                           else (50,))
-            grid, best = grid_best(study, prefix, DEPTH_GRIDS[opt], [0])
+            grid, best, note = grid_best(study, prefix, DEPTH_GRIDS[opt], [0])
             for lr in grid:
                 add(f"{prefix}/lr{lr:g}/seed0", replace(cfg, lr=lr))
-            for s in range(1, n_depth):
+            for s in range(1, n_depth if "every point diverged" not in note else 1):  # no rate to run seeds at
                 if best is None:
                     add(f"{prefix}/lr?/seed{s}", cfg, waits=f"the {prefix} grid")
                 else:
