@@ -364,7 +364,7 @@ def fmt_l(xs):
 def table(res, meta):
     st, sh, w = res["steps"], res["short"], res["wall"]
     lines = ["# Linear-transformer lab: the paper's protocol", "",
-             f"Runs: {w['runs']} records in `runs.jsonl`, commits {', '.join(c[:12] for c in w['git_commits'])}, "
+             f"Runs: {w['runs']} records in `runs.jsonl`, commits {', '.join(sorted({c[:12] for c in w['git_commits']}))}, "
              f"{'; '.join(w['devices'])}; finished {w['first']} .. {w['last']}; {w['run_seconds'] / 3600:.2f} h of "
              f"one-thread run time. Rebuilt by `{meta['command']}`. Decision metric: the loss on the paper's fixed "
              "seed-99 batch at the end of a run; fresh-prompt errors (20k prompts) as median / mean without the worst "
