@@ -132,6 +132,11 @@ def median(xs):
     return float(np.median(xs)) if xs else None
 
 
+def has_median(entry):
+    """A depth entry whose median over seeds exists and did not diverge."""
+    return entry["median"] is not None and math.isfinite(entry["median"])
+
+
 def construction(n_layer=3, n_eval=5000):
     """Hand-set weights with one shared (eta, mu, beta) and gamma = 1 in all layers (the known construction): the
     best in-context error of L steps of gd, heavy ball and Nesterov, by grid search on the evaluation prompts."""
@@ -315,8 +320,7 @@ def claims(res):
                                   f"{s[o]['slope']:.2f}, n {s[o]['n']}" for o in OPTS),
                         verdict(all(s[o]["rho"] > 0.3 and s[o]["p"] < 0.05 for o in OPTS))))
     d = res["depth"]
-    ok_at = {o: [L for L in DEPTHS if f"L{L}/{o}" in d and d[f"L{L}/{o}"]["median"] is not None
-                 and math.isfinite(d[f"L{L}/{o}"]["median"])] for o in OPTS}  # a median not diverged
+    ok_at = {o: [L for L in DEPTHS if f"L{L}/{o}" in d and has_median(d[f"L{L}/{o}"])] for o in OPTS}
     div = "; ".join(f"{o} at L{L} diverged at every lr {d[f'L{L}/{o}']['grid'][0]:g}-{d[f'L{L}/{o}']['grid'][1]:g}"
                     for L in DEPTHS for o in OPTS if d.get(f"L{L}/{o}", {}).get("all_diverged"))
     div = f"; {div}" if div else ""
@@ -407,8 +411,7 @@ def table(res, meta):
     for L in DEPTHS:
         a, s = res["depth"].get(f"L{L}/adam"), res["depth"].get(f"L{L}/sgd")
         if a and s:
-            fin = all(x["median"] and math.isfinite(x["median"]) for x in (a, s))
-            gap = s["median"] / a["median"] if fin else None
+            gap = s["median"] / a["median"] if has_median(a) and has_median(s) and a["median"] else None
             lr = [f"every lr {x['grid'][0]:g}-{x['grid'][1]:g} diverged" if x["all_diverged"] else
                   f"{x['lr']:g}{'' if x['bracketed'] else ' (edge)'}" for x in (a, s)]
             lines.append(f"| {L} | {lr[0]} | {fmt_l(a['fixed'])} | {lr[1]} | {fmt_l(s['fixed'])} | {fmt_x(gap)} |")
@@ -484,7 +487,7 @@ def plots(recs, res, out, quick=False):
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for opt in OPTS:
         pts = [(L, res["depth"][f"L{L}/{opt}"]) for L in DEPTHS if f"L{L}/{opt}" in res["depth"]]
-        pts = [(L, r) for L, r in pts if r["median"] is not None and math.isfinite(r["median"])]
+        pts = [(L, r) for L, r in pts if has_median(r)]
         if pts:
             ax.plot([L for L, _ in pts], [r["median"] for _, r in pts], "o-", color=COLORS[opt], label=f"{opt} (best lr)")
             for L, r in pts:

@@ -241,7 +241,7 @@ def lab(study, quick=False):
             grid, best, note = grid_best(study, prefix, DEPTH_GRIDS[opt], [0])
             for lr in grid:
                 add(f"{prefix}/lr{lr:g}/seed0", replace(cfg, lr=lr))
-            for s in range(1, n_depth if "every point diverged" not in note else 1):  # no rate to run seeds at
+            for s in range(1, 1 if best is None and note else n_depth):  # grid ended without a best: no seeds
                 if best is None:
                     add(f"{prefix}/lr?/seed{s}", cfg, waits=f"the {prefix} grid")
                 else:
