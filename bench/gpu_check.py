@@ -69,10 +69,11 @@ def throughput(a, device):
     return {**out, "command": " ".join(cmd)}
 
 
-def tiny_run(data, out, device, dtype, steps):
-    """Train losses of a tiny yuriiformer run (the same seed and data order on every device)."""
+def tiny_run(data, out, device, dtype, steps, schedule):
+    """Train losses of the first `steps` steps of a tiny yuriiformer run with a `schedule`-step lr schedule (the same
+    seed, data order and learning rates on every device)."""
     argv = [f"--data_dir={data}", f"--out_dir={out}", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64",
-            "--batch_size=8", "--vocab_size=128", f"--max_iters={steps}", f"--lr_decay_iters={steps}", "--warmup_iters=5",
+            "--batch_size=8", "--vocab_size=128", f"--max_iters={steps}", f"--lr_decay_iters={schedule}", "--warmup_iters=5",
             f"--eval_interval={steps}", "--eval_iters=2", "--log_interval=1", "--variant=yuriiformer",
             "--optimizer=adamw", "--learning_rate=3e-3", "--min_lr=3e-4", f"--device={device}", f"--dtype={dtype}",
             "--tf32=False", "--always_save_checkpoint=False"]
@@ -89,10 +90,10 @@ def correctness(device, dry_run):
         tmp = Path(tmp)
         write_dataset(tmp / "data", {"train": rng.integers(0, 127, 100_000), "val": rng.integers(0, 127, 10_000)},
                       vocab_size=128, eot_token=127, tokenizer="random")
-        n_fp32, n_bf16 = (5, 10) if dry_run else (50, 200)
-        cpu = tiny_run(tmp / "data", tmp / "cpu32", "cpu", "float32", n_bf16)
-        gpu32 = tiny_run(tmp / "data", tmp / "gpu32", device, "float32", n_fp32)
-        gpu16 = tiny_run(tmp / "data", tmp / "gpu16", device, "bfloat16", n_bf16)
+        n_fp32, n_bf16 = (8, 10) if dry_run else (50, 200)  # every run on the n_bf16-step schedule (past warmup)
+        cpu = tiny_run(tmp / "data", tmp / "cpu32", "cpu", "float32", n_bf16, n_bf16)
+        gpu32 = tiny_run(tmp / "data", tmp / "gpu32", device, "float32", n_fp32, n_bf16)
+        gpu16 = tiny_run(tmp / "data", tmp / "gpu16", device, "bfloat16", n_bf16, n_bf16)
     fp32 = float(np.max(np.abs(np.array(gpu32) - np.array(cpu[:n_fp32]))))
     bf16 = float(np.max(np.abs(np.array(gpu16) - np.array(cpu))))
     return dict(fp32_steps=n_fp32, fp32_max_diff=fp32, fp32_ok=fp32 <= FP32_TOL, bf16_steps=n_bf16,
