@@ -139,12 +139,17 @@ def load_runs(path):
     return read_lines(path)
 
 
+def same_lr(lr):
+    """One name per rate: half steps computed two ways (0.00282843 / sqrt 2 = 0.00199999) are the grid's 0.002."""
+    return float(f"{lr:.5g}")
+
+
 def curve(runs, param, axis, value, seed=None):
     """{lr: final val loss} of one parametrization at one axis value (one seed, or the mean over seeds)."""
     pts = {}
     for r in runs:
         if (r["param"], r["axis"], r["value"]) == (param, axis, value) and seed in (None, r["seed"]):
-            pts.setdefault(r["lr"], []).append(r["loss"])
+            pts.setdefault(same_lr(r["lr"]), []).append(r["loss"])
     return {lr: float(np.mean(v)) for lr, v in pts.items()}
 
 
@@ -226,8 +231,9 @@ def jobs(study, d=DESIGN):
                         grid, _ = curve_grid(study, d, param, axis, v)
                         near = min(grid, key=lambda x: abs(math.log2(x / center)))
                         for lr in (near * 2**-0.5, near * 2**0.5):
+                            lr = next((x for x in grid if same_lr(x) == same_lr(lr)), round(lr, 8))  # a grid point
                             for s in d.seeds:
-                                add(param, axis, v, round(lr, 8), s)
+                                add(param, axis, v, lr, s)
     if "nugpt" in PARAMS and "width" in d.axes_of("nugpt"):  # the per-group multipliers where nuGPT's optimum moves
         w_shift = shifts.get(("nugpt", "width", max(d.widths)))
         ref_best = curve_grid(study, d, "nugpt", "width", min(d.widths))[1]

@@ -258,6 +258,9 @@ def test_lr_transfer_optimum_and_reduced_vocab(tmp_path):
     best, loss = lr_transfer.optimum(pts)
     assert math.log2(best) == pytest.approx(1.3) and loss == pytest.approx(0.0, abs=1e-12)
     assert lr_transfer.optimum({1.0: 3.0, 2.0: 2.0, 4.0: 1.0}) == (4.0, 1.0)  # at the edge: the grid point
+    half = round(0.004 * 2**-0.5 * 2**-0.5, 8)  # a half step down from a half step: 0.00199999, the grid's 0.002
+    runs = [dict(param="gpt", axis="width", value=64, seed=0, lr=lr, loss=x) for lr, x in ((0.002, 1.0), (half, 3.0))]
+    assert lr_transfer.curve(runs, "gpt", "width", 64) == {0.002: 2.0}  # one rate, one column, the runs averaged
     ids = np.array([5, 5, 5, 9, 9, 50256, 7] * 10)
     write_dataset(tmp_path / "src", {"train": ids, "val": np.array([7, 5, 8, 50256])})
     dst = reduced_data(tmp_path / "src", 3, tmp_path / "dst")
