@@ -346,6 +346,7 @@ def report(runs, out):
             summary[f"{axis}/{param}"]["all_interior"] = all(r["interior"] for r in s.values())
             ax.set(xscale="log", xlabel="learning rate" + (" (base, at the reference)" if param == "nugpt" else ""),
                    ylabel="final val loss", title=LABELS[param], ylim=(lo - 0.05, lo + 1.0))
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())  # decade labels only (minor ones overlap)
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
         fig.tight_layout()
