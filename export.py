@@ -65,7 +65,8 @@ def load_transformers():
 
 def gpt2_problem(c):
     """Why a GPTConfig is not GPT-2's architecture ('' when it is)."""
-    want = dict(update="gd", split="lie_trotter", arch="gpt", position="learned", activation="gelu", embed_extra=False)
+    want = dict(update="gd", split="lie_trotter", arch="gpt", position="learned", activation="gelu", embed_extra=False,
+                shortlist=0)
     bad = [f"{k}={getattr(c, k)!r}" for k, v in want.items() if getattr(c, k) != v]
     return f"{', '.join(bad)} is not GPT-2's block" if bad else ""
 
@@ -155,8 +156,8 @@ class YuriiForCausalLM(PreTrainedModel, GenerationMixin):
     def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
         if attention_mask is not None and bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
             raise ValueError("YuriiForCausalLM has no padding mask: pad on the right")
-        # targets of -1 (ignored): GPT.forward returns the logits at every position; its loss is not used
-        logits, _ = self.gpt(input_ids, torch.full_like(input_ids, -1))
+        # the head at every position (log-probabilities over every token for a shortlist model)
+        logits = self.gpt.logits(input_ids)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
@@ -183,7 +184,7 @@ def write_yuriiformer(model, to):
                   tie_word_embeddings=tied, use_cache=False, bos_token_id=tokenizer.EOT, eos_token_id=tokenizer.EOT,
                   dtype="float32", transformers_version=transformers.__version__)
     (to / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    state = {f"gpt.{k}": v.float().contiguous() for k, v in model.state_dict().items()}
+    state = {f"gpt.{k}": (v.float() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     if tied:
         del state["gpt.lm_head.weight"]  # the same tensor as wte: transformers ties it back (_tied_weights_keys)
     save_file(state, str(to / "model.safetensors"), metadata={"format": "pt"})
@@ -245,8 +246,8 @@ def check(model, to, trust_remote_code):
                                                           dtype=torch.float32).eval()
     T = min(model.config.block_size, 64)
     idx = torch.randint(0, tokenizer.EOT, (2, T), generator=torch.Generator().manual_seed(0))
-    ours = model(idx, torch.full_like(idx, -1))[0].float()
-    return (hf(idx).logits.float() - ours).abs().max().item()
+    ours, theirs = model.logits(idx).float(), hf(idx).logits.float()
+    return torch.where(theirs == ours, 0.0, theirs - ours).abs().max().item()  # equal infinities (a shortlist's pads) agree
 
 
 def export(cfg):

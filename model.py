@@ -72,6 +72,7 @@ class GPTConfig:
     ref_depth: int = 0  # nuGPT: reference depth (m_L = n_layer / ref_depth)
     position: str = "learned"  # learned (a wpe table, GPT-2) | rope (rotary q, k; nGPT's choice)
     activation: str = "gelu"  # gelu (GPT-2's 4x MLP) | swiglu (u * silu(v), hidden 4x; nGPT's choice)
+    shortlist: int = 0  # K > 0: tables and head over the K-1 most frequent tokens + 1 tail class (set_shortlist)
 
     def __post_init__(self):
         problems = self.problems()
@@ -85,6 +86,8 @@ class GPTConfig:
         out += [f"{name}={getattr(self, name)!r} must be a positive integer"
                 for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "imex_iters")
                 if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
+        if not isinstance(self.shortlist, int) or self.shortlist < 0:
+            out.append(f"shortlist={self.shortlist!r} must be 0 (off) or a positive integer")
         out += [f"{name}={getattr(self, name)!r} must be True or False"
                 for name in ("bias", "lnv", "embed_extra") if not isinstance(getattr(self, name), bool)]
         if out:  # the rules below assume valid names, numbers and flags
@@ -112,6 +115,10 @@ class GPTConfig:
             out.append(f"arch={self.arch!r} supports update='gd', split='lie_trotter', bias=False only")
         if self.embed_extra and self.arch != "gpt":
             out.append(f"embed_extra=True needs arch='gpt' (got arch={self.arch!r})")
+        if self.shortlist and not 2 <= self.shortlist < self.vocab_size:
+            out.append(f"shortlist={self.shortlist} must be in [2, vocab_size={self.vocab_size}) (or 0: off)")
+        if self.shortlist and self.arch != "gpt":
+            out.append(f"shortlist needs arch='gpt' (its tied head; got arch={self.arch!r})")
         if (self.arch == "nugpt") != (self.ref_width > 0 and self.ref_depth > 0):
             out.append("ref_width and ref_depth (both > 0) are used exactly when arch='nugpt'")
         return out
@@ -368,28 +375,40 @@ def sphere_step(x, o, alpha):
     return unit(x + alpha.abs() * (unit(o(x)) - x))
 
 
+def shortlist_loss(logits, targets, token_class, tail_logq):
+    """Mean -log p(t), p(t) = softmax(logits)[class(t)] q(t): logits (N, K), targets (N,) token ids (-1: ignored)."""
+    keep = targets >= 0
+    t = targets.clamp(min=0)
+    ce = F.cross_entropy(logits, torch.where(keep, token_class[t], -1), ignore_index=-1)
+    return ce - (tail_logq[t] * keep).sum() / keep.sum()
+
+
 class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = c = config
-        d = c.n_embd
+        d, rows = c.n_embd, c.shortlist or c.vocab_size  # rows: one per token, or per shortlist class
         learned = c.position == "learned"
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(c.vocab_size, d),
+            wte=nn.Embedding(rows, d),
             **({"wpe": nn.Embedding(c.block_size, d)} if learned else {}),
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList([Block(c) for _ in range(c.n_layer)]),
             ln_f=nn.LayerNorm(d, bias=c.bias) if c.arch == "gpt" else nn.Identity(),
         ))
         if c.v0 == "embed":
-            self.transformer.wte_v = nn.Embedding(c.vocab_size, d)
+            self.transformer.wte_v = nn.Embedding(rows, d)
             if learned:
                 self.transformer.wpe_v = nn.Embedding(c.block_size, d)
         if not learned:  # rotary tables, not parameters (not in the state dict)
             cos, sin = rope_tables(d // c.n_head, c.block_size)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.lm_head = nn.Linear(d, c.vocab_size, bias=False)
+        self.lm_head = nn.Linear(d, rows, bias=False)
+        if c.shortlist:  # token -> class (K-1 = the tail) and log q(token | tail) (0 on the shortlist); set_shortlist
+            self.register_buffer("token_class", torch.arange(c.vocab_size).clamp(max=c.shortlist - 1))
+            self.register_buffer("tail_logq", torch.zeros(c.vocab_size))
+            self.set_shortlist(torch.ones(c.vocab_size))
         if c.arch == "gpt":
             self.transformer.wte.weight = self.lm_head.weight  # weight tying (nanoGPT)
         else:  # nGPT: untied head and learned logit scale s_z (init sqrt(m_w) for nuGPT)
@@ -401,7 +420,7 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
         self.normalize_weights()
         if c.embed_extra:  # created last and zero: the same initial weights and function as without them
-            self.transformer.wte_x = nn.Embedding(c.vocab_size, d)
+            self.transformer.wte_x = nn.Embedding(rows, d)
             nn.init.zeros_(self.transformer.wte_x.weight)
             if learned:
                 self.transformer.wpe_x = nn.Embedding(c.block_size, d)
@@ -418,6 +437,23 @@ class GPT(nn.Module):
     def layer_ids(self, level=0, offset=0):
         return layer_ids(self.config.n_layer, level, offset)
 
+    @torch.no_grad()
+    def set_shortlist(self, counts):
+        """Shortlist = the K-1 most frequent tokens of counts (n,) (n <= vocab_size real tokens); the tail class
+        spreads its probability as q(t) = (count_t + 1) / sum over the tail, so p(t) is a distribution over all n."""
+        K, V = self.config.shortlist, self.config.vocab_size
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        top = torch.sort(counts, descending=True, stable=True).indices[:K - 1]
+        cls = torch.full((V,), K - 1, dtype=torch.long)
+        cls[top] = torch.arange(K - 1)
+        q = torch.zeros(V, dtype=torch.float64)
+        q[:len(counts)] = counts + 1  # ids from n on (padding) get q = 0: never predicted
+        q[top] = 0
+        logq = (q / q.sum()).log()
+        logq[top] = 0
+        self.token_class.copy_(cls)
+        self.tail_logq.copy_(logq)
+
     def forward(self, idx, targets=None, level=0, offset=0, cache=None):
         c, tr = self.config, self.transformer
         B, T = idx.size()
@@ -430,13 +466,14 @@ class GPT(nn.Module):
         learned, rope = c.position == "learned", None
         if not learned:
             rope = self.rope_cos[pos], self.rope_sin[pos]  # (T, hs) each
-        x = tr.wte(idx) + tr.wpe(pos) if learned else tr.wte(idx)  # X_0: (B, T, C)
+        tok = self.token_class[idx] if c.shortlist else idx  # (B, T) table rows
+        x = tr.wte(tok) + tr.wpe(pos) if learned else tr.wte(tok)  # X_0: (B, T, C)
         if c.embed_extra:
-            x = x + tr.wte_x(idx) + (tr.wpe_x(pos) if learned else 0)
+            x = x + tr.wte_x(tok) + (tr.wpe_x(pos) if learned else 0)
         x = tr.drop(x)
         v = None
         if c.v0 == "embed":
-            v = tr.drop(tr.wte_v(idx) + tr.wpe_v(pos) if learned else tr.wte_v(idx))  # V_0: (B, T, C)
+            v = tr.drop(tr.wte_v(tok) + tr.wpe_v(pos) if learned else tr.wte_v(tok))  # V_0: (B, T, C)
         elif c.velocity:
             v = torch.zeros_like(x)
         if c.arch != "gpt":
@@ -468,17 +505,38 @@ class GPT(nn.Module):
         x = tr.ln_f(x)
         if targets is None:
             x = x[:, [-1], :]  # inference: only the last position
-        logits = self.head(x)  # (B, T, vocab) or (B, 1, vocab)
+        if targets is None or not c.shortlist:
+            logits = self.head(x)  # (B, T, vocab) or (B, 1, vocab)
+        else:  # training: the K class logits only (B, T, K)
+            logits = self.lm_head(x)
         loss = None
         if targets is not None:
             flat = logits.view(-1, logits.size(-1)).to(torch.promote_types(logits.dtype, torch.float32))  # >= fp32
-            loss = F.cross_entropy(flat, targets.view(-1), ignore_index=-1)
+            if c.shortlist:
+                loss = shortlist_loss(flat, targets.view(-1), self.token_class, self.tail_logq)
+            else:
+                loss = F.cross_entropy(flat, targets.view(-1), ignore_index=-1)
         return logits, loss
 
     def head(self, x):
-        """Logits of final states x (..., C) (after ln_f): the tied head, times nGPT's learned scale s_z."""
+        """Logits of final states x (..., C) (after ln_f): the tied head, times nGPT's learned scale s_z. With a
+        shortlist, log p(t) over every token: log softmax(class logits)[class(t)] + log q(t)."""
         logits = self.lm_head(x)
+        if self.config.shortlist:
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # >= fp32
+            return F.log_softmax(logits, dim=-1)[..., self.token_class] + self.tail_logq
         return logits * self.s_z() if self.config.arch != "gpt" else logits
+
+    def logits(self, idx):
+        """The head at every position of idx (B, T): (B, T, vocab) (log-probabilities with a shortlist, whose forward
+        with targets gives its K class logits only)."""
+        states = {}
+        hook = self.transformer.ln_f.register_forward_hook(lambda m, args, h: states.__setitem__("h", h))
+        try:
+            self(idx)  # the final states of every position are captured; forward's head sees the last one only
+        finally:
+            hook.remove()
+        return self.head(states["h"])
 
     def new_cache(self, batch, device=None, dtype=None):
         c = self.config
@@ -521,13 +579,13 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len=None, level=0):
         """Training FLOPs per token (forward + backward = 3x forward), counting every oracle call:
-        attention 8d^2 + 4Td, MLP 16d^2 (SwiGLU 24d^2; k times for imex), head 2dV; nanoGPT's 6N + 12LdT for the
-        baseline."""
+        attention 8d^2 + 4Td, MLP 16d^2 (SwiGLU 24d^2; k times for imex), head 2dV (V = K with a shortlist);
+        nanoGPT's 6N + 12LdT for the baseline."""
         c = self.config
         d, T = c.n_embd, seq_len or c.block_size
         mlp_calls = c.imex_iters if c.split == "imex" else 1
         layer = 8 * d * d + 4 * T * d + mlp_calls * (24 if c.activation == "swiglu" else 16) * d * d
-        return 3 * (len(self.layer_ids(level)) * layer + 2 * d * c.vocab_size)
+        return 3 * (len(self.layer_ids(level)) * layer + 2 * d * (c.shortlist or c.vocab_size))
 
     @classmethod
     def from_checkpoint(cls, ckpt):

@@ -28,7 +28,7 @@ import checkpoint
 import multilevel
 import utils
 from configurator import ConfigError, build, known_keys, parse_args
-from data.loader import BinLoader, DataError
+from data.loader import BinLoader, DataError, token_counts
 from manifold import GEOMETRIES
 from model import GPT, PRESETS, GPTConfig
 from manifold import INITS, RETRACTIONS, SCALINGS
@@ -350,6 +350,8 @@ class Trainer:
                                       **loader_args)
         self.eval_loaders = {s: BinLoader(self.data_dir, s, B, self.T, order="epoch", seed=cfg.seed + 1,
                                           **loader_args) for s in ("train", "val")}
+        if cfg.init_from == "scratch" and mcfg.shortlist:
+            model.set_shortlist(token_counts(self.data_dir))  # the K-1 most frequent train tokens
         self.optimizers = build_optimizers(model, cfg, d.device_type)
         self.scaler = torch.amp.GradScaler(d.device_type, enabled=dtype == "float16")
         self.it, self.best_val, self.last_val, self.flops, self.elapsed0 = 0, float("inf"), None, 0, 0.0
@@ -417,7 +419,8 @@ class Trainer:
         c = self.mcfg
         name = cfg.variant or ("gpt" if c.arch == "gpt" else c.arch)
         print(f"{name} ({c.arch}, {c.update} + {c.split}) | {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, "
-              f"context {self.T}, vocab {c.vocab_size:,} | {head['num_params'] / 1e6:.2f}M parameters")
+              f"context {self.T}, vocab {c.vocab_size:,}{f' (shortlist {c.shortlist:,})' if c.shortlist else ''} | "
+              f"{head['num_params'] / 1e6:.2f}M parameters")
         print(f"{self.tokens_per_iter:,} tokens/step (batch {cfg.batch_size} x {self.T} x {cfg.gradient_accumulation_steps}"
               f" accumulation) | {cfg.max_iters:,} steps | {cfg.optimizer} | {model.flops_per_token(self.T) / 1e6:.1f} "
               f"MFLOPs/token")

@@ -77,6 +77,12 @@ def open_split(data_dir, split, vocab_size=None, verify=False):
     return data
 
 
+def token_counts(data_dir, split="train", limit=1 << 26):
+    """How often each token id (< meta vocab_size) occurs in the first `limit` tokens of a split: (vocab,) int64."""
+    data = open_split(data_dir, split)
+    return np.bincount(data[:limit], minlength=read_meta(data_dir)["vocab_size"]).astype(np.int64)
+
+
 def _seed(*ints):
     """A 63-bit torch/numpy seed mixed from non-negative ints."""
     return int(np.random.SeedSequence(list(ints)).generate_state(2, np.uint64)[0] >> np.uint64(1))

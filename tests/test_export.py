@@ -34,7 +34,7 @@ def save(model, path):
 
 def logits(model, idx):
     with torch.no_grad():
-        return model(idx, torch.full_like(idx, -1))[0]
+        return model.logits(idx)
 
 
 @pytest.mark.parametrize("variant, kw, fmt", [
@@ -46,6 +46,7 @@ def logits(model, idx):
     ("gd_euler", {}, "YuriiForCausalLM"),
     ("baseline", {"position": "rope", "activation": "swiglu"}, "YuriiForCausalLM"),
     ("ngpt", {"position": "rope"}, "YuriiForCausalLM"),
+    ("yuriiformer", {"shortlist": 300}, "YuriiForCausalLM"),
 ])
 def test_exported_logits_equal_ours(tmp_path, variant, kw, fmt):
     """AutoModelForCausalLM loads every variant from the export (trust_remote_code for the non-GPT-2 ones); its fp32

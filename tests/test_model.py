@@ -296,6 +296,9 @@ BAD_CONFIGS = [
     (dict(arch="nugpt", bias=False), "ref_width", ("nugpt",)),
     (dict(ref_width=4, ref_depth=2), "ref_width", ("nugpt",)),
     (dict(arch="ngpt", bias=False, embed_extra=True), "embed_extra", ("gpt",)),
+    (dict(shortlist=64), "shortlist", ("vocab_size=64",)),
+    (dict(shortlist=-1), "shortlist", ()),
+    (dict(arch="ngpt", bias=False, shortlist=8), "shortlist", ("gpt",)),
 ]
 
 
@@ -455,3 +458,60 @@ def test_compile_runs_on_cpu():
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     lb.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+# ---------------------------------------------------------------- vocabulary shortlist
+SHORT = dict(shortlist=8)
+
+
+def shortlisted(counts, **kw):
+    model = make(dtype=torch.float64, **PRESETS["yuriiformer"], **SHORT, **kw)
+    model.set_shortlist(counts)
+    return model.eval()
+
+
+def test_shortlist_classes_follow_the_counts():
+    counts = torch.arange(60.0).flip(0)  # token i occurs 59 - i times; ids 60..63 are padding (never seen)
+    counts[[3, 40]] = 1000.0
+    model = shortlisted(counts)
+    cls, logq = model.token_class, model.tail_logq
+    top = [3, 40, 0, 1, 2, 4, 5]  # the K - 1 = 7 most frequent, in order
+    tail = torch.tensor([i for i in range(60) if i not in top])
+    assert cls[top].tolist() == list(range(7)) and (cls[tail] == 7).all() and (cls[60:] == 7).all()
+    assert (logq[top] == 0).all() and torch.isinf(logq[60:]).all()  # padding ids: never predicted
+    q = counts[tail].double() + 1  # the tail: (count + 1) / sum over the tail
+    torch.testing.assert_close(logq[tail].exp(), q / q.sum(), rtol=1e-12, atol=0)
+    tail = model.transformer.wte(cls[[6, 59]])
+    assert torch.equal(tail[0], tail[1])  # tail tokens share one embedding row (and one head row)
+
+
+def test_shortlist_is_a_distribution_over_every_token_and_its_loss_is_the_nll():
+    """head() gives log p over all V tokens (summing to 1); forward's loss from the K class logits is the mean -log p
+    of the targets, with ignored (-1) targets left out; the KV-cache and the all-position logits agree."""
+    model = shortlisted(torch.rand(60) * 100)
+    idx = tokens(T=10)
+    logp = model.logits(idx)  # (B, T, V)
+    assert logp.shape == (2, 10, TINY["vocab_size"])
+    torch.testing.assert_close(logp.logsumexp(-1), torch.zeros(2, 10, dtype=torch.float64))
+    targets = torch.roll(idx, -1, 1).clone()
+    targets[0, 3] = targets[1, -1] = -1
+    class_logits, loss = model(idx, targets)
+    assert class_logits.shape == (2, 10, 8)
+    keep = targets >= 0
+    want = -logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0][keep].mean()
+    torch.testing.assert_close(loss, want)
+    cache = model.new_cache(2, dtype=torch.float64)
+    for t in range(10):
+        step, _ = model(idx[:, t:t + 1], cache=cache)
+        torch.testing.assert_close(step[:, 0], logp[:, t])
+
+
+def test_shortlist_checkpoint_roundtrip_and_size():
+    model = shortlisted(torch.rand(60) * 100)
+    again = GPT.from_checkpoint({"model_args": model.model_args(), "model": model.state_dict()}).double().eval()
+    assert torch.equal(again.token_class, model.token_class)  # (from_checkpoint builds fp32: tail_logq rounds)
+    torch.testing.assert_close(again.tail_logq, model.tail_logq)
+    torch.testing.assert_close(again.logits(tokens()), model.logits(tokens()), rtol=1e-5, atol=1e-5)
+    full = make(**PRESETS["yuriiformer"])
+    assert full.num_params() - model.num_params() == 2 * (TINY["vocab_size"] - 8) * TINY["n_embd"]  # wte, wte_v
+    assert model.flops_per_token() < full.flops_per_token()

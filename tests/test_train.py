@@ -89,6 +89,21 @@ def test_every_variant_learns(toy, tmp_path, variant):
     assert s["final_val_loss"] < (0.75 + slack) * np.log(64)
 
 
+def test_shortlist_is_the_train_splits_most_frequent_tokens(toy, tmp_path):
+    """shortlist=K: the K-1 most frequent train tokens get their own rows (the rest share one), set once at the start
+    and kept by a resume; the model still learns and its val loss is a loss over every token."""
+    run(args(toy, tmp_path, variant="yuriiformer", shortlist=32, max_iters=30, eval_interval=10, lr_decay_iters=40))
+    counts = np.bincount(np.memmap(toy / "train.bin", dtype=np.uint16, mode="r"), minlength=64)
+    top = np.argsort(-counts, kind="stable")[:31]
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    cls = ckpt["model"]["token_class"].numpy()
+    assert (cls[top] == np.arange(31)).all() and (np.delete(cls, top) == 31).all()
+    run(["--init_from=resume", f"--out_dir={tmp_path}", "--max_iters=40"])
+    assert np.array_equal(torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"]["token_class"].numpy(), cls)
+    evals = [r["val_loss"] for r in metrics(tmp_path) if r["kind"] == "eval"]
+    assert evals[-1] < 0.85 * evals[0]  # half the toy tokens sit in the tail, where q is their unigram rate
+
+
 def test_run_directory_describes_itself(toy, tmp_path):
     run(args(toy, tmp_path, variant="yuriiformer", max_iters=10, eval_interval=5))
     recs = metrics(tmp_path)
