@@ -37,6 +37,7 @@ EPS = 1e-7
 MUON_NS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's quintic: fast, singular values end anywhere in [0.68, 1.21]
 EXACT_NS = (1.875, -1.25, 0.375)  # p(s) = (15 s - 10 s^3 + 3 s^5) / 8: p(1) = 1, p'(1) = p''(1) = 0, cubic convergence
 MSIGN_STEPS = (MUON_NS,) * 8 + (EXACT_NS,) * 3  # 8 fast steps lift singular values >= 1e-4 |X|_F, 3 exact ones finish
+STIEFEL_NS = 1  # steps of the Stiefel retraction's polar series: from |W^T W - I| ~ lr^2 to fp32 precision
 
 
 def _addmm(inp, a, b, beta, alpha=1.0):
@@ -71,22 +72,33 @@ def rms(h):
     return h.norm(dim=(-2, -1)) / math.sqrt(h.size(-1) * h.size(-2))
 
 
-def dual_ascent(w, g, lam, geometry, iters=20, alpha=0.1, tol=1e-3, check_every=5, steps=(MUON_NS,) * 5,
-                dtype=None):
-    """(A, Lambda, iterations run, rms(H) per matrix): A = msign(G + 2 W Lambda) with Lambda after the ascent, so
-    that P(W^T A + A^T W) ~ 0. w, g (..., m, n) tall fp32, w on its manifold; lam (..., n, n) the start. msign here
-    is Muon's quintic (`steps`): with Lambda = 0, A is Muon's update. The returned Lambda has taken the last
-    iteration's step too, ready to warm-start the next optimizer step."""
-    def sym(a):
-        return project(w.mT @ a + a.mT @ w, geometry)  # (..., n, n)
+def tangent_direction(w, g, geometry, lam=None, iters=20, alpha=0.1, tol=1e-3, check_every=5,
+                      steps=(MUON_NS,) * 5, dtype=None):
+    """(A, Lambda, iterations run, rms(H) per matrix) by dual ascent: A = msign(G + 2 W Lambda) with Lambda after
+    the ascent, so that P(W^T A + A^T W) ~ 0. w, g (..., m, n) tall fp32, w on its manifold. The start: lam (warm)
+    or the multiplier that makes G + 2 W Lambda tangent when W^T W is diagonal, -P(W^T G + G^T W) / (2 (d_i^2 +
+    d_j^2)) (-1/4 P(...) on unit columns: stiefel, oblique). msign is Muon's quintic (`steps`) in `dtype` (msign's
+    default if None), and so are the products with W (their results in fp32) and A: with Lambda = 0, A is Muon's
+    update.
+    The returned Lambda has taken the last iteration's step too, ready to warm-start the next optimizer step."""
+    lo = dtype or (torch.bfloat16 if w.is_cuda else torch.float32)
+    wl, gl = w.to(lo), g.to(lo)
     scale = 2 / gram_sum(w)  # (..., n, n): 1 on unit columns; the dual's curvature grows with d_i^2 + d_j^2
+    if lam is None:
+        lam = -sym_part(wl.mT @ gl, geometry) * (scale / 4)
     for k in range(iters):
-        a = msign(g + 2 * w @ lam, steps, dtype).float()  # (..., m, n)
-        h = sym(a)
+        a = msign(_addmm(gl, wl, lam.to(lo), beta=1, alpha=2), steps, lo)  # msign(G + 2 W Lambda) (..., m, n)
+        h = sym_part(wl.mT @ a, geometry)  # P(W^T A + A^T W)
         lam = lam - alpha * (1 - k / iters) * scale * h
         if (k + 1) % check_every == 0 and k + 1 < iters and bool(rms(h).max() < tol):  # one host sync per check
             break
     return a, lam, k + 1, rms(h)
+
+
+def sym_part(s, geometry):
+    """P(S + S^T) in fp32 for S = W^T X (..., n, n): W^T X + X^T W from one product."""
+    s = s.float()
+    return project(s + s.mT, geometry)
 
 
 def gram_sum(w):
@@ -95,30 +107,35 @@ def gram_sum(w):
     return d2.unsqueeze(-1) + d2.unsqueeze(-2)
 
 
-def tangent_direction(w, g, geometry, lam=None, **ascent):
-    """dual_ascent from lam (warm start) or from the multiplier that makes G + 2 W Lambda tangent when W^T W is
-    diagonal, Lambda_0 = -P(W^T G + G^T W) / (2 (d_i^2 + d_j^2)) (-1/4 P(...) on unit columns: stiefel, oblique);
-    returns (A, Lambda, iterations, rms(H))."""
-    lam = -project(w.mT @ g + g.mT @ w, geometry) / (2 * gram_sum(w)) if lam is None else lam
-    return dual_ascent(w, g, lam, geometry, **ascent)
-
-
-def polar(x):
-    """Polar factor x (x^T x)^(-1/2) of well-conditioned tall matrices (..., m, n) from the eigendecomposition of
-    their Gram matrix: exact and cheaper than msign for points one step away from a manifold."""
-    lam, v = torch.linalg.eigh(x.mT @ x)  # (..., n), (..., n, n)
-    return x @ (v * lam.clamp(min=1e-12).rsqrt().unsqueeze(-2)) @ v.mT
+def polar(x, steps=None):
+    """Polar factor x (x^T x)^(-1/2) of tall matrices (..., m, n) one step away from orthonormal columns, hence well
+    conditioned. steps=None: exact, from the eigendecomposition of the Gram; steps=k: k steps
+    X <- X (I - E/2 + 3 E^2/8 - 5 E^3/16), E = X^T X - I (the series of (I + E)^(-1/2) to E^3), each taking |E| = e
+    to about e^4."""
+    if steps is None:
+        lam, v = torch.linalg.eigh(x.mT @ x)  # (..., n), (..., n, n)
+        return x @ ((v * lam.clamp(min=1e-12).rsqrt().unsqueeze(-2)) @ v.mT)
+    for _ in range(steps):
+        e = x.mT @ x  # (..., n, n)
+        e.diagonal(dim1=-2, dim2=-1).sub_(1)  # E = X^T X - I
+        t = e * (-5 / 16)
+        t.diagonal(dim1=-2, dim2=-1).add_(3 / 8)  # 3/8 - 5 E/16
+        t = _addmm(torch.eye(e.size(-1), dtype=e.dtype, device=e.device).mul_(-0.5).expand_as(e), e, t, beta=1)  # -1/2 + E t
+        x = _addmm(x, x, e @ t, beta=1)  # X (I + E t)
+    return x
 
 
 def retract(w, geometry, retraction="clean", near=True):
     """Back onto the manifold, w (..., m, n) tall fp32. stiefel: the polar factor; dgram: Q diag(Q^T W) with Q the
     polar factor of W with unit columns (clean: idempotent) or, retraction="reference", U V^T diag(sigma) from the SVD
     (the paper's: column norms re-sorted by size, not idempotent); oblique: unit columns. near: w is one step away
-    from the manifold, hence well conditioned, and the Gram-based polar factor is exact (else msign)."""
-    def polar_factor(x):
-        return polar(x) if near else msign(x, dtype=torch.float32)
+    from the manifold (else msign finds the polar factors). Stiefel's step moves W^T W by about lr^2 from I, which one
+    step of polar's series removes to fp32 precision; DGram's unit-norm columns move by lr / d (up to 0.5 for the small
+    column norms of a fresh init), so its polar factor is the exact one."""
+    def polar_factor(x, steps=None):
+        return polar(x, steps) if near else msign(x, dtype=torch.float32)
     if geometry == "stiefel":
-        return polar_factor(w)
+        return polar_factor(w, STIEFEL_NS)
     if geometry == "dgram":
         if retraction == "reference":
             u, s, vt = torch.linalg.svd(w, full_matrices=False)
@@ -237,7 +254,7 @@ class ManifoldMuon(torch.optim.Optimizer):
             alpha=group["alpha"], tol=group["tol"], check_every=group["check_every"],
             steps=(MUON_NS,) * group["ns_steps"], dtype=getattr(torch, group["ns_dtype"]))
         step_lr = lr if group["scaling"] == "reference" else adjusted_lr(lr, bucket[0][0].shape)
-        new = retract(w - step_lr * a, geometry, group["retraction"])
+        new = retract(torch.add(w, a, alpha=-step_lr), geometry, group["retraction"])  # a in the msign dtype
         for i, ((p, _), st) in enumerate(zip(bucket, states)):
             tall(p).copy_(new[i])
             st["dual"], st["dual_iters"], st["tangent_rms"] = lam[i], iters, h_rms[i]  # tensors: no host sync
