@@ -191,9 +191,6 @@ def reach(evals, key, target, x="flops"):
     return None
 
 
-ML_ARMS = ("single", "plain", "corrected", "coarse_heavy")
-
-
 def head_free(run):
     """f(record) -> the record's FLOPs without the LM head's (every forward/backward pass pays 6 d V per token:
     the step's own and, at a corrected coarse phase start, k fine and k - 1 coarse passes more)."""
@@ -217,7 +214,7 @@ def multilevel():
     plt.switch_backend("Agg")
     out = RESULTS / "multilevel"
     arms = {a: [r for r in (runlog.Run(d) for d in sorted((out / "runs" / a).glob("seed*"))) if r.finished]
-            for a in ML_ARMS if (out / "runs" / a).is_dir()}
+            for a in queues.ML_ARMS if (out / "runs" / a).is_dir()}
     single = {r.config["seed"]: r for r in arms.get("single", [])}
     rows, summary = [], {}
     for arm, runs in arms.items():
@@ -268,7 +265,8 @@ def multilevel():
     (out / "results.md").write_text("\n".join(lines) + "\n")
     utils.atomic_write_text(json.dumps(summary, indent=1, default=float) + "\n", out / "summary.json")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = dict(single="tab:gray", plain="tab:blue", corrected="tab:green", coarse_heavy="tab:red")
+    colors = dict(single="tab:gray", plain="tab:blue", corrected="tab:green", coarse_heavy="tab:red",
+                  coarse_heavy_corrected="tab:olive")
     for arm, runs in arms.items():
         curves = [[e for e in r.evals() if e["iter"] > 0] for r in runs]
         n = min(len(c) for c in curves)
