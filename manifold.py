@@ -20,7 +20,9 @@ and the per-entry step keep the solve as good at column norms near 2 as at 1.)
     W <- retract(W - lr A)
 
 Matrices of one shape and geometry go through the ascent together (batched), with no host sync inside it but a
-convergence check every `check_every` iterations. Two scalings: "rms" (ours: G scaled to unit RMS entries, so alpha
+convergence check every `check_every` iterations; its products with W run in the msign's dtype, and the Stiefel
+retraction is one step of the series of (W^T W)^(-1/2) (W^T W is within about lr^2 of I).
+Two scalings: "rms" (ours: G scaled to unit RMS entries, so alpha
 means the same for every matrix, and Muon's lr sqrt(max(1, m/n))) and "reference" (the paper's code: raw Nesterov
 momentum G + mu buf with buf = mu buf + grad, lr without a shape factor, weight decay on unconstrained matrices only).
 """
@@ -78,9 +80,8 @@ def tangent_direction(w, g, geometry, lam=None, iters=20, alpha=0.1, tol=1e-3, c
     the ascent, so that P(W^T A + A^T W) ~ 0. w, g (..., m, n) tall fp32, w on its manifold. The start: lam (warm)
     or the multiplier that makes G + 2 W Lambda tangent when W^T W is diagonal, -P(W^T G + G^T W) / (2 (d_i^2 +
     d_j^2)) (-1/4 P(...) on unit columns: stiefel, oblique). msign is Muon's quintic (`steps`) in `dtype` (msign's
-    default if None), and so are the products with W (their results in fp32) and A: with Lambda = 0, A is Muon's
-    update.
-    The returned Lambda has taken the last iteration's step too, ready to warm-start the next optimizer step."""
+    default if None), and so are the products with W (their results in fp32) and the returned A: with Lambda = 0, A is
+    Muon's update. The returned Lambda has taken the last iteration's step too, ready to warm-start the next step."""
     lo = dtype or (torch.bfloat16 if w.is_cuda else torch.float32)
     wl, gl = w.to(lo), g.to(lo)
     scale = 2 / gram_sum(w)  # (..., n, n): 1 on unit columns; the dual's curvature grows with d_i^2 + d_j^2
@@ -119,8 +120,9 @@ def polar(x, steps=None):
         e = x.mT @ x  # (..., n, n)
         e.diagonal(dim1=-2, dim2=-1).sub_(1)  # E = X^T X - I
         t = e * (-5 / 16)
-        t.diagonal(dim1=-2, dim2=-1).add_(3 / 8)  # 3/8 - 5 E/16
-        t = _addmm(torch.eye(e.size(-1), dtype=e.dtype, device=e.device).mul_(-0.5).expand_as(e), e, t, beta=1)  # -1/2 + E t
+        t.diagonal(dim1=-2, dim2=-1).add_(3 / 8)  # 3/8 - 5E/16
+        t = e @ t
+        t.diagonal(dim1=-2, dim2=-1).sub_(1 / 2)  # -1/2 + 3E/8 - 5E^2/16
         x = _addmm(x, x, e @ t, beta=1)  # X (I + E t)
     return x
 
