@@ -239,11 +239,14 @@ def multilevel():
         mean_ratio = lambda k: ("" if any(p.get(k) is None for p in per) else  # noqa: E731
                                 f" (mean {np.mean([p[k] for p in per]):.2f}x)")
         gap = [p["coarse_gap"] for p in per if p["coarse_gap"] is not None]
+        diff, pval, n = paired({p["seed"]: p["val"] for p in per}, {p["seed"]: p["val"] for p in summary.get("single", [])})
+        summary[f"{arm}_vs_single"] = dict(diff=diff, p=pval, seeds=n)
+        vs = "-" if arm == "single" or diff is None else f"{diff:+.4f}" + ("" if pval is None else f" ({pval:.2g})")
         if arm == "single":
-            rows.append(f"| single | {len(per)} | {ms('val')[0]:.4f} ± {ms('val')[1]:.4f} | {ms('flops')[0] / 1e15:.3f} "
+            rows.append(f"| single | {len(per)} | {ms('val')[0]:.4f} ± {ms('val')[1]:.4f} | - | {ms('flops')[0] / 1e15:.3f} "
                         f"| 1 | 1 | 1 | - | - | {ms('wall')[0] / 60:.0f} min |")
         else:
-            rows.append(f"| {arm} | {len(per)} | {ms('val')[0]:.4f} ± {ms('val')[1]:.4f} | {ms('flops')[0] / 1e15:.3f} | "
+            rows.append(f"| {arm} | {len(per)} | {ms('val')[0]:.4f} ± {ms('val')[1]:.4f} | {vs} | {ms('flops')[0] / 1e15:.3f} | "
                         f"{ratios('flops_ratio')}{mean_ratio('flops_ratio')} | {ratios('flops_ratio_no_head')}"
                         f"{mean_ratio('flops_ratio_no_head')} | {ratios('wall_ratio')} | "
                         f"{ratios('single_flops_at_arm_loss')} | {np.mean(gap) if gap else float('nan'):+.3f} | "
@@ -254,8 +257,9 @@ def multilevel():
              "run's total (< 1: multilevel saves; the paper: 0.56x); single at arm's loss: the arm's total FLOPs over "
              "the single run's FLOPs to reach the arm's final loss (> 1: the single run got there cheaper). Coarse gap: "
              "the 6-layer coarse networks' val loss minus the fine one's at the shared weights, at the end.", "",
-             "| arm | seeds | final val loss | PFLOPs | FLOPs ratio to single's final loss | without the head | wall "
-             "ratio | single at arm's loss | coarse gap | wall |", "|---|---|---|---|---|---|---|---|---|---|", *rows]
+             "| arm | seeds | final val loss | vs single (same seeds; paired p) | PFLOPs | FLOPs ratio to single's final "
+             "loss | without the head | wall ratio | single at arm's loss | coarse gap | wall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
     sweep = sorted((out / "sweep").glob("lr*"), key=lambda d: float(d.name[2:])) if (out / "sweep").is_dir() else []
     if sweep:
         lines += ["", "Single-level learning-rate sweep (constant lr after warmup, 1,000 steps, seed 0; final val "

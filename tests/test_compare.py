@@ -174,3 +174,5 @@ def test_geometry_and_multilevel_analyses_from_tiny_records(monkeypatch, tmp_pat
     assert "| corrected | 2 |" in text and "without the head" in text
     summary = json.loads((tmp_path / "multilevel" / "summary.json").read_text())
     assert {"flops_ratio", "flops_ratio_no_head", "single_flops_at_arm_loss"} <= set(summary["plain"][0])
+    diff = np.mean([p["val"] for p in summary["plain"]]) - np.mean([p["val"] for p in summary["single"]])
+    assert summary["plain_vs_single"]["seeds"] == 2 and summary["plain_vs_single"]["diff"] == pytest.approx(diff)
