@@ -270,7 +270,7 @@ def multilevel():
     utils.atomic_write_text(json.dumps(summary, indent=1, default=float) + "\n", out / "summary.json")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = dict(single="tab:gray", plain="tab:blue", corrected="tab:green", coarse_heavy="tab:red",
-                  coarse_heavy_corrected="tab:olive")
+                  coarse_heavy_corrected="tab:olive", plain_per_level="tab:purple")
     for arm, runs in arms.items():
         curves = [[e for e in r.evals() if e["iter"] > 0] for r in runs]
         n = min(len(c) for c in curves)

@@ -147,6 +147,8 @@ ML_ARMS = {  # arm: (train.py arguments, seeds), run in this order
     "single": ("", (0, 1, 2)),
     "plain": (f"{ML_LEVELS} --multilevel_cycle=[10,10]", (0, 1, 2)),
     "coarse_heavy": (f"{ML_LEVELS} --multilevel_cycle=[2,8]", (0, 1)),
+    # coarse steps cost the fine model loss with the shared SGD momentum: one seed with a momentum buffer per level
+    "plain_per_level": (f"{ML_LEVELS} --multilevel_cycle=[10,10] --multilevel_momentum=per_level", (0,)),
     # the coherence-corrected arms (tau = 1, no line search) collapsed to the unigram loss on seed 0 (5.80 and 5.80
     # vs 3.16 for single): the second seed for [10,10], the first only for [2,8]
     "corrected": (f"{ML_LEVELS} --multilevel_cycle=[10,10] {ML_CORRECTION}", (0, 1)),
@@ -172,7 +174,8 @@ def multilevel_best(losses):
 def multilevel(study):
     if study is None:
         return Study("multilevel", guess={"12L256-single": 560, "12L256-plain": 460, "12L256-corrected": 490,
-                                          "12L256-coarse_heavy": 400, "12L256-coarse_heavy_corrected": 400})
+                                          "12L256-coarse_heavy": 400, "12L256-coarse_heavy_corrected": 400,
+                                          "12L256-plain_per_level": 580})
     jobs, losses = [], {}
     for lr in set(ML_LRS) | _landed_values(study, "sweep/lr"):
         run = study.run(f"sweep/lr{fmt(lr)}")
