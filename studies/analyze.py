@@ -285,7 +285,8 @@ def multilevel():
                                                         for e in ev], color=colors[arm], label=arm if i == 0 else None)
     axes[0].set(xlabel="training PFLOPs", ylabel="val loss", title="val loss against FLOPs (mean, seed range)")
     axes[0].set_ylim(top=min(axes[0].get_ylim()[1], 6))
-    axes[1].set(xlabel="steps", ylabel="coarse - fine val loss", title="coarse-model fidelity at the shared weights")
+    axes[1].set(xlabel="steps", ylabel="coarse - fine val loss", title="coarse-model fidelity at the shared weights",
+                yscale="symlog")  # linear to 1, then log: the collapsed arms' gaps reach tens of nats
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
