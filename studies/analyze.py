@@ -166,6 +166,7 @@ def geometry():
             ref = final.get(a, {}).get(0)
             c = r.final["final_val_loss"] if r.finished else math.inf
             lines.append(f"| {a} | {'-' if ref is None else f'{ref:.4f}'} | {c:.4f} |")
+    lines += long_runs(out)
     lines += ["", "Learning-rate sweep (500 steps, seed 0; final val loss; the main runs use each arm's best):", "",
               "| arm | run | final val |", "|---|---|---|"]
     for d in sorted((out / "sweep").glob("*/*")) if (out / "sweep").is_dir() else []:
@@ -176,6 +177,37 @@ def geometry():
     (out / "compare").mkdir(parents=True, exist_ok=True)
     utils.atomic_write_text(table + "\n".join(lines) + "\n", out / "compare" / "results.md")
     print(table + "\n".join(lines))
+
+
+def long_runs(out):
+    """Table lines for the longer runs (long/<arm>/seed0, 4x the horizon): losses, the instability rule, and the
+    mechanism at the main runs' horizon and at the end; their plots in long_spectral/."""
+    runs = {a: runlog.Run(out / "long" / a / "seed0") for a in queues.LONG_ARMS
+            if (out / "long" / a / "seed0" / runlog.FILE).is_file()}
+    if not runs:
+        return []
+    spectral_plot.main(["--root", str(out / "long"), "--out", str(out / "long_spectral")])
+    lines = ["", f"Longer runs (seed 0, {queues.GEOMETRY_LONG:,} steps = {queues.GEOMETRY_LONG // queues.GEOMETRY_STEPS}x "
+             "the horizon, cosine over the whole run, the main runs' rates; the same instability rule; sigma_max and "
+             f"the attention statistics as above, at step {queues.GEOMETRY_STEPS:,} and at the end):", "",
+             "| arm | final val | lowest val (step) | final train | unstable | sigma_max attn "
+             f"@{queues.GEOMETRY_STEPS} | @end | entropy min @end | saturated rows max @end | logit max @end |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for a, r in runs.items():
+        ev = r.evals()
+        if not r.finished or not ev:
+            lines.append(f"| {a} | {'diverged' if r.diverged else 'not finished'} | | | | | | | | |")
+            continue
+        low = min(ev, key=lambda e: e["val_loss"])
+        flag, where = unstable(r)
+        spec = r.of("spectral")
+        mid = next((x for x in spec if x["iter"] >= queues.GEOMETRY_STEPS), spec[-1])
+        end = spec[-1]
+        lines.append(f"| {a} | {ev[-1]['val_loss']:.4f} | {low['val_loss']:.4f} ({low['iter']}) | "
+                     f"{ev[-1]['train_loss']:.4f} | {'yes: ' + where if flag else 'no'} | {sigma_attn(mid):.2f} | "
+                     f"{sigma_attn(end):.2f} | {min(end['attn_entropy'].values()):.3f} | "
+                     f"{max(end['attn_saturated'].values()):.3f} | {max(end['attn_logit_max'].values()):.1f} |")
+    return lines
 
 
 def reach(evals, key, target, x="flops"):

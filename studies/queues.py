@@ -11,6 +11,8 @@ unconstrained baseline only; the dual ascent is ours (mm_scaling=rms, K=2, alpha
      optimum (0.0025 .. 0.32); the mixed arms then x0.5 and x2 on the DGram module's lr (grown the same way)
   2. runs/<arm>/seed<k>: the four assignments at their best rates, 3 seeds, spectral records every 100 steps
   3. clean/<arm>/seed0: the mixed arms with mm_retraction=clean (the reference's SVD re-sorting of column norms off)
+  4. long/<arm>/seed0: 4x the horizon (6,000 steps, 2.4 epochs of the sample, cosine over 6,000, the same warmup and
+     rates), the mixed arms first, to look for the paper's late instability and its precursor
 Instability rule, fixed before the runs: a run is unstable when it diverges (non-finite loss) or when its val loss at
 an evaluation after step 300 lies more than 0.10 above its lowest val loss so far.
 
@@ -50,8 +52,9 @@ GEOMETRY_COMMON = (f"config/tinystories_baseline_cpu.py --data_dir={GEOMETRY_DAT
                    "--batch_size=8 --dtype=float32 --compile=False --always_save_checkpoint=False "
                    "--optimizer=manifold_muon --mm_init=reference --mm_retraction=reference --eval_iters=16")
 GEOMETRY_SWEEP = "--max_iters=500 --lr_decay_iters=500 --warmup_iters=50 --eval_interval=100 --log_interval=50 --seed=0"
-GEOMETRY_MAIN = ("--max_iters=1500 --lr_decay_iters=1500 --warmup_iters=150 --eval_interval=100 --log_interval=25 "
-                 "--spectral_interval=100")
+GEOMETRY_STEPS, GEOMETRY_LONG = 1500, 6000
+GEOMETRY_MAIN = "--warmup_iters=150 --eval_interval=100 --log_interval=25 --spectral_interval=100"
+LONG_ARMS = ("stiefel-dgram", "dgram-stiefel", "none-none", "stiefel-stiefel")
 GEOMETRY_LRS, GEOMETRY_LR_RANGE = (0.01, 0.02, 0.04, 0.08), (0.0025, 0.32)
 MULTS, MULT_RANGE = (0.5, 1.0, 2.0), (0.125, 8.0)
 SEEDS = (0, 1, 2)
@@ -109,16 +112,18 @@ def geometry(study, seeds=SEEDS):
             jobs.append(main_job(arm, best, mult, seed, f"runs/{arm}/seed{seed}", train_job))
     for arm in DGRAM_MODULE:  # 3. the reference's retraction off
         jobs.append(main_job(arm, best, mult, 0, f"clean/{arm}/seed0", train_job, "--mm_retraction=clean"))
+    for arm in LONG_ARMS:  # 4. the longer runs
+        jobs.append(main_job(arm, best, mult, 0, f"long/{arm}/seed0", train_job, steps=GEOMETRY_LONG))
     return jobs
 
 
-def main_job(arm, best, mult, seed, key, train_job, extra=""):
+def main_job(arm, best, mult, seed, key, train_job, extra="", steps=GEOMETRY_STEPS):
     if best[arm] is None or (arm in DGRAM_MODULE and mult.get(arm) is None):
-        return train_job(key, "", 1500, "4L128-main", waits=f"the {arm} sweep")
+        return train_job(key, "", steps, "4L128-main", waits=f"the {arm} sweep")
     m = mult.get(arm)
     group = f" --group_lr_mult={{'{DGRAM_MODULE[arm]}':{m}}}" if m not in (None, 1.0) else ""
-    return train_job(key, f"{GEOMETRY_COMMON} {GEOMETRY_ARMS[arm]} {GEOMETRY_MAIN} --muon_lr={best[arm]}{group} "
-                     f"--seed={seed} {extra}".strip(), 1500, "4L128-main")
+    return train_job(key, f"{GEOMETRY_COMMON} {GEOMETRY_ARMS[arm]} --max_iters={steps} --lr_decay_iters={steps} "
+                     f"{GEOMETRY_MAIN} --muon_lr={best[arm]}{group} --seed={seed} {extra}".strip(), steps, "4L128-main")
 
 
 def _landed_values(study, prefix):
