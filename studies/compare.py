@@ -135,7 +135,9 @@ def paired_p(a, b, seeds_a, seeds_b):
 def run_record(r):
     """The per-run numbers kept in results.json."""
     head, final = r["header"], r["final"]
-    return {"dir": r["dir"], "seed": head["config"]["seed"], "git_commit": head["git_commit"], "device": head["device"],
+    path = Path(r["dir"]).resolve()
+    where = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)  # the same in every clone
+    return {"dir": where, "seed": head["config"]["seed"], "git_commit": head["git_commit"], "device": head["device"],
             "best_val_loss": final["best_val_loss"], "final_val_loss": final["final_val_loss"],
             "iters": final["iter"], "tokens": final["tokens"], "flops": final["flops"], "wall_time": final["wall_time"]}
 

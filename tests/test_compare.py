@@ -176,3 +176,13 @@ def test_geometry_and_multilevel_analyses_from_tiny_records(monkeypatch, tmp_pat
     assert {"flops_ratio", "flops_ratio_no_head", "single_flops_at_arm_loss"} <= set(summary["plain"][0])
     diff = np.mean([p["val"] for p in summary["plain"]]) - np.mean([p["val"] for p in summary["single"]])
     assert summary["plain_vs_single"]["seeds"] == 2 and summary["plain_vs_single"]["diff"] == pytest.approx(diff)
+
+
+def test_results_json_names_runs_relative_to_the_repository(tmp_path):
+    """results.json is the same in every clone: a run inside the repository is named by its path from the root."""
+    head = {"config": {"seed": 0}, "git_commit": "x", "device": "cpu"}
+    final = {"best_val_loss": 1.0, "final_val_loss": 1.0, "iter": 1, "tokens": 1, "flops": 1, "wall_time": 1.0}
+    inside = compare.ROOT / "studies" / "results" / "v" / "runs" / "a" / "seed0"
+    assert compare.run_record({"dir": str(inside), "header": head, "final": final})["dir"] == \
+        "studies/results/v/runs/a/seed0"
+    assert compare.run_record({"dir": str(tmp_path), "header": head, "final": final})["dir"] == str(tmp_path)
