@@ -21,10 +21,10 @@ and the per-entry step keep the solve as good at column norms near 2 as at 1.)
 
 Matrices of one shape and geometry go through the ascent together (batched), with no host sync inside it but a
 convergence check every `check_every` iterations; its products with W run in the msign's dtype, and the Stiefel
-retraction is one step of the series of (W^T W)^(-1/2) (W^T W is within about lr^2 of I).
-Two scalings: "rms" (ours: G scaled to unit RMS entries, so alpha
-means the same for every matrix, and Muon's lr sqrt(max(1, m/n))) and "reference" (the paper's code: raw Nesterov
-momentum G + mu buf with buf = mu buf + grad, lr without a shape factor, weight decay on unconstrained matrices only).
+retraction is one step of the series of (W^T W)^(-1/2) (W^T W is within about lr^2 of I). Two scalings: "rms" (ours:
+G scaled to unit RMS entries, so alpha means the same for every matrix, and Muon's lr sqrt(max(1, m/n))) and
+"reference" (the paper's code: raw Nesterov momentum G + mu buf with buf = mu buf + grad, lr without a shape factor,
+weight decay on unconstrained matrices only).
 """
 
 import math

@@ -271,13 +271,14 @@ def multilevel():
         mean_ratio = lambda k: ("" if any(p.get(k) is None for p in per) else  # noqa: E731
                                 f" (mean {np.mean([p[k] for p in per]):.2f}x)")
         gap = [p["coarse_gap"] for p in per if p["coarse_gap"] is not None]
-        diff, pval, n = paired({p["seed"]: p["val"] for p in per}, {p["seed"]: p["val"] for p in summary.get("single", [])})
-        summary[f"{arm}_vs_single"] = dict(diff=diff, p=pval, seeds=n)
-        vs = "-" if arm == "single" or diff is None else f"{diff:+.4f}" + ("" if pval is None else f" ({pval:.2g})")
         if arm == "single":
             rows.append(f"| single | {len(per)} | {ms('val')[0]:.4f} ± {ms('val')[1]:.4f} | - | {ms('flops')[0] / 1e15:.3f} "
                         f"| 1 | 1 | 1 | - | - | {ms('wall')[0] / 60:.0f} min |")
         else:
+            diff, pval, n = paired({p["seed"]: p["val"] for p in per},
+                                   {p["seed"]: p["val"] for p in summary.get("single", [])})
+            summary[f"{arm}_vs_single"] = dict(diff=diff, p=pval, seeds=n)
+            vs = "-" if diff is None else f"{diff:+.4f}" + ("" if pval is None else f" ({pval:.2g})")
             rows.append(f"| {arm} | {len(per)} | {ms('val')[0]:.4f} ± {ms('val')[1]:.4f} | {vs} | {ms('flops')[0] / 1e15:.3f} | "
                         f"{ratios('flops_ratio')}{mean_ratio('flops_ratio')} | {ratios('flops_ratio_no_head')}"
                         f"{mean_ratio('flops_ratio_no_head')} | {ratios('wall_ratio')} | "

@@ -154,7 +154,7 @@ ML_ARMS = {  # arm: (train.py arguments, seeds), run in this order
     "coarse_heavy": (f"{ML_LEVELS} --multilevel_cycle=[2,8]", (0, 1)),
     # coarse steps cost the fine model loss with the shared SGD momentum: one seed with a momentum buffer per level
     "plain_per_level": (f"{ML_LEVELS} --multilevel_cycle=[10,10] --multilevel_momentum=per_level", (0,)),
-    # the coherence-corrected arms (tau = 1, no line search) collapsed to the unigram loss on seed 0 (5.80 and 5.80
+    # the coherence-corrected arms (tau = 1, no line search) collapsed to the unigram loss on seed 0 (5.80 and 5.76
     # vs 3.16 for single): the second seed for [10,10], the first only for [2,8]
     "corrected": (f"{ML_LEVELS} --multilevel_cycle=[10,10] {ML_CORRECTION}", (0, 1)),
     "coarse_heavy_corrected": (f"{ML_LEVELS} --multilevel_cycle=[2,8] {ML_CORRECTION}", (0,)),
