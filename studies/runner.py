@@ -43,6 +43,7 @@ RECORD_FILES = (runlog.FILE, "config.json")
 STUDIES = {  # study -> module:function returning its jobs
     "geometry": "studies.queues:geometry",
     "multilevel": "studies.queues:multilevel",
+    "variants_tuned": "studies.queues:variants_tuned",
     "lr_transfer": "studies.lr_transfer:jobs",
     "lab": "studies.queues:lab",
     "lab_quick": "studies.queues:lab_quick",
