@@ -6,7 +6,7 @@ geometry (studies/RESULTS.md#geometry): manifold Muon with a geometry per module
 (4 layers, 4 heads, width 128, T 128, batch 8, TinyStories top-4096 vocabulary, fp32, eager), 1,500 steps (warmup
 150, cosine to 0.1x). The paper's settings where they decide the comparison: DGram weights start at their own
 singular values (mm_init=reference), its SVD retraction (mm_retraction=reference), weight decay 0.1 on the
-unconstrained baseline only; the dual ascent is ours (mm_scaling=rms, K=2, alpha 0.3: see the README).
+unconstrained baseline only; the dual ascent is ours (mm_scaling=rms, K=2, alpha 0.3: see docs/manifold-muon.md).
   1. sweep/<arm>/lr<lr>: muon_lr 0.01 .. 0.08 (factors of 2), 500 steps, seed 0, grown by a factor 2 past an edge
      optimum (0.0025 .. 0.32); the mixed arms then x0.5 and x2 on the DGram module's lr (grown the same way)
   2. runs/<arm>/seed<k>: the four assignments at their best rates, 3 seeds, spectral records every 100 steps
