@@ -51,22 +51,18 @@ def load_transformers():
 
 
 def source(name_or_dir):
-    """'dir' for a local directory (it wins over a name, as in transformers), 'hub' for a published name."""
-    if Path(name_or_dir).is_dir():
-        return "dir"
-    if name_or_dir in GPT2_SIZES:
-        return "hub"
-    raise PretrainedError(f"init_from={name_or_dir!r} is neither a GPT-2 name ({', '.join(GPT2_SIZES)}) nor a "
-                          "directory: check the spelling or the path")
+    """'dir' for a local directory (it wins over a name, as in transformers), 'hub' for a published name, else None
+    (train.py: a checkpoint file)."""
+    return "dir" if Path(name_or_dir).is_dir() else "hub" if name_or_dir in GPT2_SIZES else None
 
 
 def gpt2_args(hf, where):
     """GPTConfig fields of a transformers GPT2Config; settings our GPT has not are a PretrainedError."""
-    bad = [f"{k}={getattr(hf, k, v)!r}" for k, v in dict(
-        n_inner=None, layer_norm_epsilon=1e-5, scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False,
-        tie_word_embeddings=True, add_cross_attention=False).items() if getattr(hf, k, v) != v]
-    if hf.n_inner == 4 * hf.n_embd:
-        bad = bad[1:]  # spelled out, the default 4 * n_embd
+    want = dict(layer_norm_epsilon=1e-5, scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False,
+                tie_word_embeddings=True, add_cross_attention=False)
+    bad = [f"{k}={getattr(hf, k)!r}" for k, v in want.items() if getattr(hf, k, v) != v]
+    if hf.n_inner not in (None, 4 * hf.n_embd):  # None: 4 * n_embd
+        bad.append(f"n_inner={hf.n_inner}")
     if hf.activation_function not in ACTIVATIONS:
         bad.append(f"activation_function={hf.activation_function!r}")
     if bad:
@@ -108,9 +104,11 @@ def exact_problem(c):
     if c.update != "gd":
         return (f"update={c.update!r} adds momentum (earlier layers' oracle outputs) to every step: a different "
                 "function from GPT-2 at step 0")
-    if c.split == "euler" or (c.split == "imex" and c.imex_iters > 1):
-        return (f"split={c.split!r}" + (f" with imex_iters={c.imex_iters}" if c.split == "imex" else "") +
-                " does not compute GPT-2's X + A(X) + M(X + A(X))")
+    if c.split == "euler":
+        return "split='euler' computes X + A(X) + M(X), not GPT-2's X + A(X) + M(X + A(X))"
+    if c.split == "imex" and c.imex_iters > 1:
+        return (f"split='imex' with imex_iters={c.imex_iters} repeats the MLP sweep W = A(X) + M(X + W), not GPT-2's "
+                "X + A(X) + M(X + A(X)) (imex_iters=1)")
     return ""
 
 
@@ -118,6 +116,9 @@ def model_config(name_or_dir, **overrides):
     """The GPTConfig of GPT-2 (reads config.json only) with overrides: dropout, block_size <= GPT-2's (wpe is
     cropped, nanoGPT's crop_block_size), vocab_size >= GPT-2's (padding, see load_gpt2), and the variant fields while
     the start stays exact (exact_problem). Anything else must equal GPT-2's value."""
+    if source(name_or_dir) is None:
+        raise PretrainedError(f"init_from={name_or_dir!r} is neither a GPT-2 name ({', '.join(GPT2_SIZES)}) nor a "
+                              "directory: check the spelling or the path")
     transformers = load_transformers()
     if source(name_or_dir) == "dir":
         check_dir(name_or_dir)

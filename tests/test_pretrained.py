@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 import export
 from model import GPT, PRESETS, GPTConfig
-from pretrained import GPT2_SIZES, PretrainedError, load_gpt2
+from pretrained import GPT2_SIZES, PretrainedError, load_gpt2, source
 from tests.helpers import ROOT
 
 transformers = pytest.importorskip("transformers", reason='pretrained.py needs transformers: pip install -e ".[export]"')
@@ -123,8 +123,14 @@ def test_refused_settings(gpt2_dir, overrides, words):
     one_line(e, *words)
 
 
+def test_source(tmp_path):
+    """A directory wins over a name (as in transformers); anything else is no GPT-2 source (train.py: a file)."""
+    assert [source(n) for n in ("gpt2", "gpt2-xl", str(tmp_path), "gpt3", "out/ckpt.pt")] == ["hub", "hub", "dir", None, None]
+
+
 def test_not_gpt2(tmp_path):
-    """An unknown name, an empty directory, another model type, a GPT-2 config without weights: one line each."""
+    """An unknown name, an empty directory, another model type, a GPT-2 config without weights, a GPT-2 whose
+    settings our GPT lacks: one line each."""
     with pytest.raises(PretrainedError) as e:
         load_gpt2("gpt3")
     one_line(e, "neither a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) nor a directory")
@@ -139,6 +145,11 @@ def test_not_gpt2(tmp_path):
     with pytest.raises(PretrainedError) as e:
         load_gpt2(str(tmp_path))
     one_line(e, "cannot load GPT-2", "model.safetensors")
+    transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=V, n_inner=64, layer_norm_epsilon=1e-6,
+                            activation_function="relu").save_pretrained(str(tmp_path))
+    with pytest.raises(PretrainedError) as e:
+        load_gpt2(str(tmp_path))
+    one_line(e, "settings this repo's GPT does not have (layer_norm_epsilon=1e-06, n_inner=64, activation_function='relu')")
 
 
 def test_offline_without_cache(tmp_path):
