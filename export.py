@@ -8,7 +8,8 @@ The baseline (update=gd, split=lie_trotter, learned positions, GELU: nanoGPT's G
 checkpoint become a transformers GPT2LMHeadModel. nanoGPT's parameter names are GPT-2's; the Linear weights are
 transposed into GPT-2's Conv1D layout (in, out); a model without biases gets zero biases; the head stays tied to wte;
 the vocabulary keeps its padding rows (logits over vocab_size, 50304, as ours); activation_function="gelu", the exact
-GELU that model.py uses (transformers' GPT-2 default, gelu_new, is the tanh approximation).
+GELU that model.py uses by default (transformers' GPT-2 default, gelu_new, is the tanh approximation: a model started
+from GPT-2, activation="gelu_tanh", gets gelu_new). pretrained.load_gpt2 reads the directory back.
 
 Every other variant (Polyak, YuriiFormer, Euler, IMEX, nGPT, RoPE, SwiGLU) becomes YuriiForCausalLM, a
 PreTrainedModel around this repo's GPT. Its code is written beside the weights (modeling_yuriiformer.py, and
@@ -33,10 +34,11 @@ from tiktoken.load import load_tiktoken_bpe
 import checkpoint
 from configurator import ConfigError, build, parse_args
 from data import tokenizer
+from pretrained import CONV1D
 from utils import first_line
 
 ROOT = Path(__file__).resolve().parent
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # (in, out) in GPT-2
+TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new"}  # our activation -> transformers' GPT-2 activation_function
 TOLERANCE = 1e-4  # the load-back check: max |logit difference| (fp32)
 
 
@@ -65,9 +67,9 @@ def load_transformers():
 
 def gpt2_problem(c):
     """Why a GPTConfig is not GPT-2's architecture ('' when it is)."""
-    want = dict(update="gd", split="lie_trotter", arch="gpt", position="learned", activation="gelu", embed_extra=False,
-                shortlist=0)
+    want = dict(update="gd", split="lie_trotter", arch="gpt", position="learned", embed_extra=False, shortlist=0)
     bad = [f"{k}={getattr(c, k)!r}" for k, v in want.items() if getattr(c, k) != v]
+    bad += [f"activation={c.activation!r}"] if c.activation not in TO_HF else []
     return f"{', '.join(bad)} is not GPT-2's block" if bad else ""
 
 
@@ -77,7 +79,7 @@ def to_gpt2(model):
     c = model.config
     hf_config = transformers.GPT2Config(
         vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+        activation_function=TO_HF[c.activation], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
         bos_token_id=tokenizer.EOT, eos_token_id=tokenizer.EOT, tie_word_embeddings=True)
     hf = transformers.GPT2LMHeadModel(hf_config)
     ours, state, buffers = model.state_dict(), {}, {n for n, _ in hf.named_buffers()}

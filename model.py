@@ -24,7 +24,7 @@ CHOICES = {
     "v0": ("embed", "zero"),
     "arch": ("gpt", "ngpt", "nugpt"),
     "position": ("learned", "rope"),
-    "activation": ("gelu", "swiglu"),
+    "activation": ("gelu", "gelu_tanh", "swiglu"),
 }
 COEF_NAMES = ("mu", "beta", "gamma_a", "gamma_m", "mu_a", "beta_a", "mu_m", "beta_m", "gamma_m")
 
@@ -252,7 +252,7 @@ class MLP(nn.Module):
         super().__init__()
         self.swiglu, hidden = config.activation == "swiglu", 4 * config.n_embd
         self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.swiglu else hidden, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")  # gelu_tanh: GPT-2's
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
         # nGPT: unit inputs and rows give cosines ~ 1/sqrt(d); a learned scale times sqrt(d) restores the range of the

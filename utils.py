@@ -19,10 +19,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_device(device="auto"):
+    """'auto' -> cuda if available, else mps (Apple GPUs), else cpu; a named device that is not there is an error."""
+    mps = torch.backends.mps.is_available()
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available: use --device=cpu")
+    if device.startswith("mps") and not mps:
+        raise ValueError(f"device={device!r} but MPS (an Apple GPU with a macOS build of torch) is not available: "
+                         "use --device=cpu")
     return device
 
 
@@ -46,7 +51,10 @@ def fast_bf16(device):
 
 
 def resolve_dtype(dtype, device):
-    """'auto' -> bfloat16 where it is native (fast_bf16), else float16 on CUDA and float32 on a CPU."""
+    """'auto' -> bfloat16 where it is native (fast_bf16), else float16 on CUDA and float32 on a CPU; float16 on MPS,
+    the half type every Apple GPU runs natively (bfloat16 needs macOS 14)."""
+    if dtype == "auto" and device.startswith("mps"):
+        return "float16"
     if dtype == "auto":
         return "bfloat16" if fast_bf16(device) else "float16" if device.startswith("cuda") else "float32"
     if dtype not in DTYPES:
@@ -63,7 +71,7 @@ def autocast(device, dtype):
     """Mixed-precision context: autocast for bf16/fp16, nothing for fp32."""
     if dtype == "float32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=DTYPES[dtype])
+    return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[dtype])  # cuda, mps or cpu
 
 
 def setup_runtime(device, seed=None, tf32=True):

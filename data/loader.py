@@ -160,6 +160,8 @@ class BinLoader:
         """x, y of shape (batch_size, block_size), int64, on the device; consecutive calls continue the order."""
         T = self.block_size
         buf = torch.from_numpy(np.stack([self.data[i:i + T + 1] for i in self._starts()]).astype(np.int64))  # (B, T+1)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # pinned memory, an asynchronous copy (CUDA only)
             buf = buf.pin_memory().to(self.device, non_blocking=True)
+        else:  # cpu (no copy), mps
+            buf = buf.to(self.device)
         return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()  # (B, T), (B, T)
