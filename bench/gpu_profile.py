@@ -149,7 +149,7 @@ def kernel_breakdown(prof, cuda, steps):
         if cuda and e.device_type != DeviceType.CUDA or not cuda and (e.device_type != DeviceType.CPU
                                                                        or e.name.startswith("ProfilerStep")):
             continue
-        us = e.device_time_total if cuda else e.self_cpu_time_total
+        us = e.time_range.elapsed_us() if cuda else e.self_cpu_time_total  # a kernel's duration
         t, n = per_name.get(e.name, (0.0, 0))
         per_name[e.name] = (t + us / 1e3 / steps, n + 1)
     cats = dict.fromkeys([c for c, _ in CATEGORIES] + ["other"], 0.0)
@@ -245,6 +245,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     a = parse_args(argv)
     cuda = a.device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(a.device)  # events, memory stats and the profiler on this device
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     setup = {k: v for k, v in vars(a).items() if k not in ("out", "batch_list")}
