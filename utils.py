@@ -43,10 +43,11 @@ def cpu_flags():
 
 
 def fast_bf16(device):
-    """Whether bf16 matmuls run natively: CUDA with bf16, or a CPU with AVX512-BF16, AMX or ARM BF16. Elsewhere
-    CPU bf16 is emulated (measured 36x slower than fp32 on an AVX2-only EPYC)."""
+    """Whether bf16 matmuls run natively: a CUDA GPU of compute capability >= 8.0 (Ampere on), or a CPU with
+    AVX512-BF16, AMX or ARM BF16. Elsewhere bf16 is emulated (measured 36x slower than fp32 on an AVX2-only EPYC);
+    torch.cuda.is_bf16_supported() counts emulation too (True on a V100 or T4), so it is not asked."""
     if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device)[0] >= 8
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 

@@ -25,6 +25,28 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert "| variant | step ms |" in p.stdout
 
 
+@pytest.mark.slow
+def test_gpu_check_runs_the_profile_as_a_part(tmp_path):
+    """--parts=profile: only bench/gpu_profile.py (its dry run, cut by a 1 s budget to the first item), its JSON
+    written next to --out and included."""
+    out = tmp_path / "gpu_check.json"
+    p = subprocess.run([sys.executable, "bench/gpu_check.py", "--device=cpu", "--dry_run", "--parts=profile",
+                        "--profile_budget_s=1", f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["parts"] == ["profile"] and not {"tests", "throughput", "correctness"} & set(res)
+    prof = res["profile"]
+    assert [r["name"] for r in prof["items"]] == ["baseline/b2"] and prof["skipped"] and not prof["complete"]
+    assert json.loads((tmp_path / "gpu_profile.json").read_text())["items"] == prof["items"]
+    assert "4. profile" in p.stdout and "| baseline/b2 |" in p.stdout
+
+
+def test_gpu_check_refuses_unknown_parts():
+    p = subprocess.run([sys.executable, "bench/gpu_check.py", "--device=cpu", "--dry_run", "--parts=tests,speed"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr.strip().startswith("error: --parts='tests,speed'")
+
+
 def test_gpu_check_refuses_a_missing_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
