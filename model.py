@@ -275,7 +275,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """The two oracles of one layer, their update coefficients and velocity norms."""
+    """One layer: one step of the update rule with the oracles A(Z) = attn(ln_1(Z)) and M(Z) = mlp(ln_2(Z)), its
+    update coefficients and velocity norms."""
 
     def __init__(self, config):
         super().__init__()
@@ -293,6 +294,41 @@ class Block(nn.Module):
         if c.arch != "gpt":  # per-dimension sphere step sizes, effective init 0.05 (0.05 / m_L for nuGPT)
             alpha = 0.05 * (c.ref_depth / c.n_layer if c.arch == "nugpt" else 1.0)
             self.alpha_a, self.alpha_m = (Scale(d, alpha, gain_storage(c)) for _ in range(2))
+        self.sphere, self.split, self.imex_iters = c.arch != "gpt", c.split, c.imex_iters
+
+    def forward(self, x, v, cache=None, rope=None, step=1):
+        """One step from X, V (B, T, C) to the next X, V (V None without a velocity). N is the velocity norm (lnv; else
+        the identity), g = gamma * step (step = 2^j on multilevel level j); gd has no mu, beta, gamma, polyak no mu.
+            lie_trotter:  a template step with A, then one with M (template_step)
+            euler:        Y = X + mu V;  V = N(beta V + g_a A(Y) + g_m M(Y));  X = X + V
+            imex:         Y = X + mu V;  U = beta V + g_a A(Y);  W = N(U), k times W = N(U + g_m M(X + W));  X = X + W;
+                          V = W
+            ngpt, nugpt:  X = Norm(X + |alpha_a| (Norm(A(X)) - X)), then the same with M, alpha_m (sphere_step)
+        cache: this layer's KVCache; rope: (cos, sin) of the positions."""
+        def A(z):
+            return self.attn(self.ln_1(z), cache, rope)
+
+        def M(z):
+            return self.mlp(self.ln_2(z))
+
+        if self.sphere:
+            x = sphere_step(x, A, step * self.alpha_a())
+            return sphere_step(x, M, step * self.alpha_m()), v
+        if self.split == "lie_trotter":
+            x, v = template_step(x, v, A, *self.coef("mu_a", "beta_a", "gamma_a"), self.lnv_a, step)
+            return template_step(x, v, M, *self.coef("mu_m", "beta_m", "gamma_m"), self.lnv_m, step)
+        mu, beta, gamma_a, gamma_m = self.coef("mu", "beta", "gamma_a", "gamma_m")
+        ga, gm = times_step(gamma_a, step), times_step(gamma_m, step)
+        y = x if mu is None else x + mu * v  # look-ahead point Y
+        momentum = [] if beta is None else [(beta, v)]
+        if self.split == "euler":
+            w = velocity(self.lnv, *momentum, (ga, A(y)), (gm, M(y)))
+        else:  # imex: k fixed-point sweeps of the implicit MLP step
+            u = velocity(None, *momentum, (ga, A(y)))
+            w = velocity(self.lnv, (None, u))
+            for _ in range(self.imex_iters):
+                w = velocity(self.lnv, (None, u), (gm, M(x + w)))
+        return x + w, (None if beta is None else w)
 
     def coef(self, *names):
         """Effective coefficients by name (mu, beta = sigmoid, gamma = softplus of the raw value); None if absent."""
@@ -478,30 +514,8 @@ class GPT(nn.Module):
             v = torch.zeros_like(x)
         if c.arch != "gpt":
             x = unit(x)
-        step = 2**level  # multilevel: a coarse layer is a step 2^j times longer
-        for i in self.layer_ids(level, offset):
-            b = tr.h[i]
-            A = lambda z, b=b, i=i: b.attn(b.ln_1(z), None if cache is None else cache[i], rope)  # noqa: E731
-            M = lambda z, b=b: b.mlp(b.ln_2(z))  # noqa: E731
-            if c.arch != "gpt":  # sphere steps with attention, then MLP
-                x = sphere_step(x, A, step * b.alpha_a())
-                x = sphere_step(x, M, step * b.alpha_m())
-            elif c.split == "lie_trotter":  # a full template step with A, then one with M
-                x, v = template_step(x, v, A, *b.coef("mu_a", "beta_a", "gamma_a"), b.lnv_a, step)
-                x, v = template_step(x, v, M, *b.coef("mu_m", "beta_m", "gamma_m"), b.lnv_m, step)
-            else:  # euler / imex: one velocity update per layer
-                mu, beta, gamma_a, gamma_m = b.coef("mu", "beta", "gamma_a", "gamma_m")
-                ga, gm = times_step(gamma_a, step), times_step(gamma_m, step)
-                y = x if mu is None else x + mu * v  # look-ahead point Y
-                momentum = [] if beta is None else [(beta, v)]
-                if c.split == "euler":  # V = N(bV + ga A(Y) + gm M(Y))
-                    w = velocity(b.lnv, *momentum, (ga, A(y)), (gm, M(y)))
-                else:  # imex: U = bV + ga A(Y); W = N(U); k times W = N(U + gm M(X + W))
-                    u = velocity(None, *momentum, (ga, A(y)))
-                    w = velocity(b.lnv, (None, u))
-                    for _ in range(c.imex_iters):
-                        w = velocity(b.lnv, (None, u), (gm, M(x + w)))
-                x, v = x + w, (w if c.velocity else None)
+        for i in self.layer_ids(level, offset):  # multilevel level j: every 2^j-th block, a 2^j times longer step
+            x, v = tr.h[i](x, v, None if cache is None else cache[i], rope, 2**level)
         x = tr.ln_f(x)
         if targets is None:
             x = x[:, [-1], :]  # inference: only the last position
