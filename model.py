@@ -4,8 +4,8 @@ GPT as an optimizer: nanoGPT's transformer plus the YuriiFormer update-rule suit
 Each layer is one step of an optimization method on the token states X (the residual stream).
 The oracles are nanoGPT's modules: A(Z) = attn(ln_1(Z)) and M(Z) = mlp(ln_2(Z)). The template
 (gd, polyak, nesterov) says how a step uses an oracle; the splitting (lie_trotter, euler, imex)
-says how one layer combines the two oracles. The whole rule lives in the layer loop of
-GPT.forward; the math is fixed by docs/update-rules.md and summarised in README.md.
+says how one layer combines the two oracles. One layer's step is Block.forward; GPT.forward is embed, the
+blocks, head and loss. The math is fixed by docs/update-rules.md and summarised in README.md.
 The normalized family (nGPT, nuGPT: arch="ngpt"/"nugpt") is gradient descent on the unit sphere.
 """
 
@@ -274,42 +274,6 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.gelu(h)))
 
 
-class Block(nn.Module):
-    """The two oracles of one layer, their update coefficients and velocity norms."""
-
-    def __init__(self, config):
-        super().__init__()
-        c, d = config, config.n_embd
-        norm = (lambda: nn.LayerNorm(d, bias=c.bias)) if c.arch == "gpt" else nn.Identity
-        self.ln_1, self.attn, self.ln_2, self.mlp = norm(), CausalSelfAttention(c), norm(), MLP(c)
-        lt = c.split == "lie_trotter"
-        names = ("mu_a", "beta_a", "gamma_a", "mu_m", "beta_m", "gamma_m") if lt else ("mu", "beta", "gamma_a", "gamma_m")
-        init = dict(mu=logit(c.mu_init), beta=logit(c.beta_init), gamma=softplus_inv(c.gamma_init))
-        for name in names if c.velocity else ():  # raw values: mu, beta = sigmoid(raw), gamma = softplus(raw)
-            if not (name.startswith("mu") and c.update == "polyak"):
-                self.register_parameter(name, nn.Parameter(torch.tensor(init[name.split("_")[0]])))
-        for name in ("lnv_a", "lnv_m") if lt else ("lnv",):  # velocity LayerNorm N: learnable gain, no bias
-            setattr(self, name, nn.LayerNorm(d, bias=False) if c.lnv else None)
-        if c.arch != "gpt":  # per-dimension sphere step sizes, effective init 0.05 (0.05 / m_L for nuGPT)
-            alpha = 0.05 * (c.ref_depth / c.n_layer if c.arch == "nugpt" else 1.0)
-            self.alpha_a, self.alpha_m = (Scale(d, alpha, gain_storage(c)) for _ in range(2))
-
-    def coef(self, *names):
-        """Effective coefficients by name (mu, beta = sigmoid, gamma = softplus of the raw value); None if absent."""
-        raw = [self._parameters.get(n) for n in names]  # not getattr: nn.Module raises (slowly) on absent names
-        return [None if p is None else torch.sigmoid(p) if n.startswith(("mu", "beta")) else F.softplus(p)
-                for n, p in zip(names, raw)]
-
-    def coefficients(self):
-        """Effective coefficient values as floats: mu_a..gamma_m (lie_trotter) or mu, beta, gamma_a, gamma_m."""
-        names = [n for n, _ in self.named_parameters(recurse=False) if n in COEF_NAMES]
-        out = {n: c.item() for n, c in zip(names, self.coef(*names))}
-        for name in ("alpha_a", "alpha_m"):
-            if hasattr(self, name):
-                out[name] = getattr(self, name)().abs().mean().item()
-        return out
-
-
 def times_step(gamma, step):
     """The coefficient gamma * step of an oracle; None where it is exactly 1."""
     if step == 1:
@@ -373,6 +337,79 @@ def template_step(x, v, o, mu=None, beta=None, gamma=None, norm=None, step=1):
 def sphere_step(x, o, alpha):
     """nGPT: X <- Norm(X + |alpha| * (Norm(O(X)) - X)), a gradient step retracted onto the unit sphere."""
     return unit(x + alpha.abs() * (unit(o(x)) - x))
+
+
+class Block(nn.Module):
+    """One layer: one step of the update rule with the oracles A(Z) = attn(ln_1(Z)) and M(Z) = mlp(ln_2(Z)), its
+    update coefficients and velocity norms."""
+
+    def __init__(self, config):
+        super().__init__()
+        c, d = config, config.n_embd
+        norm = (lambda: nn.LayerNorm(d, bias=c.bias)) if c.arch == "gpt" else nn.Identity
+        self.ln_1, self.attn, self.ln_2, self.mlp = norm(), CausalSelfAttention(c), norm(), MLP(c)
+        lt = c.split == "lie_trotter"
+        names = ("mu_a", "beta_a", "gamma_a", "mu_m", "beta_m", "gamma_m") if lt else ("mu", "beta", "gamma_a", "gamma_m")
+        init = dict(mu=logit(c.mu_init), beta=logit(c.beta_init), gamma=softplus_inv(c.gamma_init))
+        for name in names if c.velocity else ():  # raw values: mu, beta = sigmoid(raw), gamma = softplus(raw)
+            if not (name.startswith("mu") and c.update == "polyak"):
+                self.register_parameter(name, nn.Parameter(torch.tensor(init[name.split("_")[0]])))
+        for name in ("lnv_a", "lnv_m") if lt else ("lnv",):  # velocity LayerNorm N: learnable gain, no bias
+            setattr(self, name, nn.LayerNorm(d, bias=False) if c.lnv else None)
+        if c.arch != "gpt":  # per-dimension sphere step sizes, effective init 0.05 (0.05 / m_L for nuGPT)
+            alpha = 0.05 * (c.ref_depth / c.n_layer if c.arch == "nugpt" else 1.0)
+            self.alpha_a, self.alpha_m = (Scale(d, alpha, gain_storage(c)) for _ in range(2))
+        self.sphere, self.split, self.imex_iters = c.arch != "gpt", c.split, c.imex_iters
+
+    def forward(self, x, v, cache=None, rope=None, step=1):
+        """One step from X, V (B, T, C) to the next X, V (V None without a velocity). The template step with an oracle O
+        (gd: no mu, beta, gamma; polyak: no mu) is  Y = X + mu V;  V = N(beta V + g O(Y));  X = X + V.
+            lie_trotter:  the template step with A (mu_a, beta_a, g_a, N_a), then with M (mu_m, beta_m, g_m, N_m)
+            euler:        Y = X + mu V;  V = N(beta V + g_a A(Y) + g_m M(Y));  X = X + V
+            imex:         Y = X + mu V;  U = beta V + g_a A(Y);  W = N(U), k times W = N(U + g_m M(X + W));
+                          X = X + W;  V = W
+            ngpt, nugpt:  X = Norm(X + |alpha_a| (Norm(A(X)) - X)), then the same with M and alpha_m
+        N: the velocity LayerNorm (lnv; else the identity); g = step * gamma, step = 2^j on multilevel level j.
+        cache: this layer's KVCache; rope: (cos, sin) of the positions."""
+        def A(z):
+            return self.attn(self.ln_1(z), cache, rope)
+
+        def M(z):
+            return self.mlp(self.ln_2(z))
+
+        if self.sphere:
+            x = sphere_step(x, A, step * self.alpha_a())
+            return sphere_step(x, M, step * self.alpha_m()), v
+        if self.split == "lie_trotter":
+            x, v = template_step(x, v, A, *self.coef("mu_a", "beta_a", "gamma_a"), self.lnv_a, step)
+            return template_step(x, v, M, *self.coef("mu_m", "beta_m", "gamma_m"), self.lnv_m, step)
+        mu, beta, gamma_a, gamma_m = self.coef("mu", "beta", "gamma_a", "gamma_m")
+        ga, gm = times_step(gamma_a, step), times_step(gamma_m, step)
+        y = x if mu is None else x + mu * v  # look-ahead point Y
+        momentum = [] if beta is None else [(beta, v)]
+        if self.split == "euler":
+            w = velocity(self.lnv, *momentum, (ga, A(y)), (gm, M(y)))
+        else:  # imex: k fixed-point sweeps of the implicit MLP step
+            u = velocity(None, *momentum, (ga, A(y)))
+            w = velocity(self.lnv, (None, u))
+            for _ in range(self.imex_iters):
+                w = velocity(self.lnv, (None, u), (gm, M(x + w)))
+        return x + w, (None if beta is None else w)
+
+    def coef(self, *names):
+        """Effective coefficients by name (mu, beta = sigmoid, gamma = softplus of the raw value); None if absent."""
+        raw = [self._parameters.get(n) for n in names]  # not getattr: nn.Module raises (slowly) on absent names
+        return [None if p is None else torch.sigmoid(p) if n.startswith(("mu", "beta")) else F.softplus(p)
+                for n, p in zip(names, raw)]
+
+    def coefficients(self):
+        """Effective coefficient values as floats: mu_a..gamma_m (lie_trotter) or mu, beta, gamma_a, gamma_m."""
+        names = [n for n, _ in self.named_parameters(recurse=False) if n in COEF_NAMES]
+        out = {n: c.item() for n, c in zip(names, self.coef(*names))}
+        for name in ("alpha_a", "alpha_m"):
+            if hasattr(self, name):
+                out[name] = getattr(self, name)().abs().mean().item()
+        return out
 
 
 def shortlist_loss(logits, targets, token_class, tail_logq):
@@ -455,68 +492,52 @@ class GPT(nn.Module):
         self.tail_logq.copy_(logq)
 
     def forward(self, idx, targets=None, level=0, offset=0, cache=None):
+        """Logits and loss of idx (B, T) (targets None: the last position's logits, no loss). level, offset: the
+        multilevel coarse level j (the blocks layer_ids(j, offset), each a 2^j times longer step); cache: a list of
+        per-layer KVCaches (new_cache), filled and read."""
+        x, v, rope = self.embed(idx, cache)  # X_0, V_0: (B, T, C)
+        for i in self.layer_ids(level, offset):  # level 0: every block
+            x, v = self.transformer.h[i](x, v, None if cache is None else cache[i], rope, 2**level)
+        x = self.transformer.ln_f(x)
+        if targets is None:  # inference: only the last position
+            return self.head(x[:, [-1], :]), None  # (B, 1, vocab)
+        logits = self.lm_head(x) if self.config.shortlist else self.head(x)  # (B, T, K) class logits or (B, T, vocab)
+        return logits, self.loss(logits, targets)
+
+    def embed(self, idx, cache=None):
+        """X_0, V_0 (B, T, C) of tokens idx (B, T) placed after the cached positions (V_0 None without a velocity;
+        nGPT: X_0 on the sphere), and the rotary (cos, sin) (T, hs) of those positions (None: learned positions)."""
         c, tr = self.config, self.transformer
-        B, T = idx.size()
+        T = idx.size(1)
         past = 0 if cache is None or torch.compiler.is_compiling() else cache[0].n  # compiled: the caller checks
         if past + T > c.block_size:
             raise ValueError(f"sequence of length {past + T} is longer than block_size={c.block_size}")
         pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
         if cache is not None:
             pos = pos + cache[0].pos  # after the cached positions
-        learned, rope = c.position == "learned", None
-        if not learned:
-            rope = self.rope_cos[pos], self.rope_sin[pos]  # (T, hs) each
+        learned = c.position == "learned"
+        rope = None if learned else (self.rope_cos[pos], self.rope_sin[pos])  # (T, hs) each
         tok = self.token_class[idx] if c.shortlist else idx  # (B, T) table rows
-        x = tr.wte(tok) + tr.wpe(pos) if learned else tr.wte(tok)  # X_0: (B, T, C)
+        x = tr.wte(tok) + tr.wpe(pos) if learned else tr.wte(tok)
         if c.embed_extra:
             x = x + tr.wte_x(tok) + (tr.wpe_x(pos) if learned else 0)
         x = tr.drop(x)
         v = None
         if c.v0 == "embed":
-            v = tr.drop(tr.wte_v(tok) + tr.wpe_v(pos) if learned else tr.wte_v(tok))  # V_0: (B, T, C)
+            v = tr.drop(tr.wte_v(tok) + tr.wpe_v(pos) if learned else tr.wte_v(tok))
         elif c.velocity:
             v = torch.zeros_like(x)
         if c.arch != "gpt":
-            x = unit(x)
-        step = 2**level  # multilevel: a coarse layer is a step 2^j times longer
-        for i in self.layer_ids(level, offset):
-            b = tr.h[i]
-            A = lambda z, b=b, i=i: b.attn(b.ln_1(z), None if cache is None else cache[i], rope)  # noqa: E731
-            M = lambda z, b=b: b.mlp(b.ln_2(z))  # noqa: E731
-            if c.arch != "gpt":  # sphere steps with attention, then MLP
-                x = sphere_step(x, A, step * b.alpha_a())
-                x = sphere_step(x, M, step * b.alpha_m())
-            elif c.split == "lie_trotter":  # a full template step with A, then one with M
-                x, v = template_step(x, v, A, *b.coef("mu_a", "beta_a", "gamma_a"), b.lnv_a, step)
-                x, v = template_step(x, v, M, *b.coef("mu_m", "beta_m", "gamma_m"), b.lnv_m, step)
-            else:  # euler / imex: one velocity update per layer
-                mu, beta, gamma_a, gamma_m = b.coef("mu", "beta", "gamma_a", "gamma_m")
-                ga, gm = times_step(gamma_a, step), times_step(gamma_m, step)
-                y = x if mu is None else x + mu * v  # look-ahead point Y
-                momentum = [] if beta is None else [(beta, v)]
-                if c.split == "euler":  # V = N(bV + ga A(Y) + gm M(Y))
-                    w = velocity(b.lnv, *momentum, (ga, A(y)), (gm, M(y)))
-                else:  # imex: U = bV + ga A(Y); W = N(U); k times W = N(U + gm M(X + W))
-                    u = velocity(None, *momentum, (ga, A(y)))
-                    w = velocity(b.lnv, (None, u))
-                    for _ in range(c.imex_iters):
-                        w = velocity(b.lnv, (None, u), (gm, M(x + w)))
-                x, v = x + w, (w if c.velocity else None)
-        x = tr.ln_f(x)
-        if targets is None:
-            x = x[:, [-1], :]  # inference: only the last position
-        if targets is None or not c.shortlist:
-            logits = self.head(x)  # (B, T, vocab) or (B, 1, vocab)
-        else:  # training: the K class logits only (B, T, K)
-            logits = self.lm_head(x)
-        loss = None
-        if targets is not None:
-            flat = logits.view(-1, logits.size(-1)).to(torch.promote_types(logits.dtype, torch.float32))  # >= fp32
-            if c.shortlist:
-                loss = shortlist_loss(flat, targets.view(-1), self.token_class, self.tail_logq)
-            else:
-                loss = F.cross_entropy(flat, targets.view(-1), ignore_index=-1)
-        return logits, loss
+            x = unit(x)  # nGPT: X_0 on the sphere
+        return x, v, rope
+
+    def loss(self, logits, targets):
+        """Mean cross-entropy (in >= fp32) of logits (B, T, vocab) at targets (B, T) (-1: ignored); with a shortlist,
+        of the class logits (B, T, K): -log p(t) = -log softmax(logits)[class(t)] - log q(t) (shortlist_loss)."""
+        flat = logits.view(-1, logits.size(-1)).to(torch.promote_types(logits.dtype, torch.float32))
+        if self.config.shortlist:
+            return shortlist_loss(flat, targets.view(-1), self.token_class, self.tail_logq)
+        return F.cross_entropy(flat, targets.view(-1), ignore_index=-1)
 
     def head(self, x):
         """Logits of final states x (..., C) (after ln_f): the tied head, times nGPT's learned scale s_z. With a
