@@ -44,12 +44,13 @@ def _group(named, lr, wd, name):
 
 def lr_multipliers(mcfg, cfg):
     """nuGPT: with m_w = d/ref_width, m_T = max_iters/ref_steps, base m_T^-1/3 times matrix m_w^-3/4,
-    embed m_w^-1/2, head c_out m_w^-3/4, scalar/coef 1 (muon: the Muon lr). Every other arch: all 1.
-    Then times cfg.group_lr_mult per group."""
+    embed m_w^-1/2, head c_out m_w^-3/4, scalar/coef 1 (muon: the Muon lr); cfg.nu_lr_scaling=False sets
+    m_w = m_T = 1 (only c_out is left). Every other arch: all 1. Then times cfg.group_lr_mult per group."""
     if mcfg.arch != "nugpt":
         m = dict.fromkeys(("matrix", "embed", "head", "scalar", "coef", "muon"), 1.0)
     else:
-        m_w, base = mcfg.n_embd / mcfg.ref_width, (cfg.max_iters / cfg.ref_steps) ** (-1 / 3)
+        m_w, m_t = (mcfg.n_embd / mcfg.ref_width, cfg.max_iters / cfg.ref_steps) if cfg.nu_lr_scaling else (1.0, 1.0)
+        base = m_t ** (-1 / 3)
         m = dict(matrix=base * m_w**-0.75, embed=base * m_w**-0.5, head=base * cfg.nu_c_out * m_w**-0.75,
                  scalar=base, coef=base, muon=base)
     extra = cfg.group_lr_mult

@@ -76,6 +76,7 @@ class TrainConfig:
     scalar_lr_mult: float = 5.0  # learning-rate multiplier of the update coefficients
     ref_steps: int = 0  # nuGPT: reference horizon, m_T = max_iters / ref_steps (required for arch='nugpt')
     nu_c_out: float = 0.5  # nuGPT: output-layer learning-rate constant c_out (the reference's 0.5)
+    nu_lr_scaling: bool = True  # nuGPT: False sets m_w = m_T = 1 in its lr multipliers (c_out kept; a control)
     geometry_attn: str = "none"  # manifold_muon: none | stiefel | dgram | oblique for the '.attn.' matrices
     geometry_mlp: str = "none"  # manifold_muon: the same for the '.mlp.' matrices
     mm_iters: int = 2  # manifold_muon: dual-ascent iterations K (2: a step costs < 3x Muon's; bench/RESULTS.md)
@@ -185,8 +186,9 @@ def joint_problems(cfg, mcfg):
     out = []
     if mcfg.arch == "nugpt" and not cfg.ref_steps:
         out.append("arch='nugpt' needs ref_steps > 0, the reference horizon (m_T = max_iters / ref_steps)")
-    if mcfg.arch != "nugpt" and (cfg.ref_steps or cfg.nu_c_out != TrainConfig.nu_c_out):
-        out.append(f"ref_steps and nu_c_out only apply to arch='nugpt' (got arch={mcfg.arch!r}): remove them")
+    if mcfg.arch != "nugpt" and (cfg.ref_steps or cfg.nu_c_out != TrainConfig.nu_c_out or not cfg.nu_lr_scaling):
+        out.append(f"ref_steps, nu_c_out and nu_lr_scaling only apply to arch='nugpt' (got arch={mcfg.arch!r}): "
+                   "remove them")
     if mcfg.arch != "gpt" and {cfg.geometry_attn, cfg.geometry_mlp} != {"none"}:
         out.append(f"arch={mcfg.arch!r} keeps its matrices on spheres itself: use geometry_attn=none and "
                    "geometry_mlp=none with it")

@@ -17,10 +17,14 @@ Jobs (keys of runs.jsonl):
                                   0.005 .. 0.04, SGD from 0.04 .. 0.32, grown past an edge), then seeds
                                   1, 2 at the best rate; Hessian diagonals at 750 and 1,250
   noise/<dist>/L<L>               gradient noise at initialisation: Gaussian at every depth, heavy-tailed at 3 layers
+  depth64/L<L>/<opt>/lr<lr>/seed<s> (issue 40) L in 6 8 as depth/ but in float64 with non-finite minibatches skipped
+                                  and counted (no Hessians): the float32 runs stop at their first non-finite minibatch,
+                                  often with a low and falling loss (an overflow on one prompt, or a divergence?)
 Decision metric (the paper's): the loss on the fixed seed-99 batch of 1,000 prompts at the end of a run. The error on
 20k fresh prompts is reported as its median, its mean without the worst 1%, and its mean (a tail-risk column: on
 heavy-tailed data a few exploding prompts set it). Comparisons over seeds use a sign rule (the share of seeds one
-side wins, two-sided sign-test p), so a diverged run counts as a loss, not a NaN; divergences are counted.
+side wins, two-sided sign-test p), so a diverged run counts as a loss, not a NaN; divergences are counted. A run is
+diverged when it ended non-finite or its final fixed-batch loss exceeds its initial one (the report's rule).
 """
 
 import argparse
@@ -47,6 +51,7 @@ OPTS, DISTS = ("adam", "sgd"), ("normal", "heavy")
 COLORS = dict(adam="tab:blue", sgd="tab:red")
 PAPER_RCOND = {"normal": {750: (1.76, 0.40), 1250: (1.58, 0.41)}, "heavy": {750: (9.57, 13.3), 1250: (6.53, 3.55)}}
 DEPTHS = (2, 3, 4, 6, 8)
+DEPTHS_64 = (6, 8)  # the float64 rerun (depth64/): the float32 runs stop at their first non-finite minibatch
 GRIDS = {"adam": (0.005, 0.01, 0.02, 0.04, 0.08), "sgd": (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)}
 DEPTH_GRIDS = {"adam": (0.005, 0.01, 0.02, 0.04), "sgd": (0.04, 0.08, 0.16, 0.32)}  # grown past an edge too
 LR_RANGE = (0.000625, 2.56)
@@ -165,12 +170,17 @@ def construction(n_layer=3, n_eval=5000):
 
 # ----------------------------------------------------------------------------- the analysis
 
+def diverged(r):
+    """The run ended non-finite, or (the report's rule, issue 40) its final fixed-batch loss exceeds its initial one."""
+    return bool(r["diverged"]) or r["fixed"] > r["curve"][0]
+
+
 def fixed(r):
-    return math.inf if r is None or r.get("diverged") else r["fixed"]
+    return math.inf if r is None or diverged(r) else r["fixed"]
 
 
 def fresh(r, which, step):
-    if r is None or r.get("diverged"):
+    if r is None or diverged(r):
         return math.inf
     return r[{"mean": "evals", "median": "evals_median", "trimmed": "evals_trimmed"}[which]].get(str(step), math.inf)
 
@@ -200,7 +210,7 @@ def analyze(recs, quick=False):
             a, s = ([fixed(r) for r in rows[o]] for o in OPTS)
             wins, n, p = sign_rule(a, s)
             res["core"][dist] = dict(adam=a, sgd=s, ratio=geo_ratio(s, a), wins=wins, pairs=n, p=p,
-                                     diverged={o: sum(bool(r["diverged"]) for r in rows[o]) for o in OPTS},
+                                     diverged={o: sum(diverged(r) for r in rows[o]) for o in OPTS},
                                      **{f"{w}_{o}": median([fresh(r, w, steps) for r in rows[o]])
                                         for w in ("median", "trimmed", "mean") for o in OPTS})
             rc = {o: [dict(zip(r["rcond_iter"], r["rcond"])) for r in rows[o]] for o in OPTS}
@@ -241,21 +251,9 @@ def analyze(recs, quick=False):
             res["best"][dist] = dict(adam_lr=best["adam"][0], sgd_lr=best["sgd"][0], adam=best["adam"][1],
                                      sgd=best["sgd"][1], ratio=geo_ratio(best["sgd"][1], best["adam"][1]), wins=wins,
                                      pairs=n, p=p)
-    for L in DEPTHS:
-        for opt in OPTS:
-            prefix = f"depth/L{L}/{opt}"
-            seed0 = {float(k[len(prefix) + 3:].split("/")[0]): fixed(r) for k, r in by.items()
-                     if k.startswith(prefix + "/lr") and k.endswith("/seed0")}
-            if not seed0:
-                continue
-            b = min(seed0, key=seed0.get)
-            rs = [by.get(f"{prefix}/lr{b:g}/seed{s}") for s in range(n_depth)]
-            vals = [fixed(r) for r in rs if r is not None]
-            res["depth"][f"L{L}/{opt}"] = dict(lr=b, bracketed=min(seed0) < b < max(seed0), fixed=vals,
-                                               median=median(vals), seeds=len(vals),
-                                               diverged=sum(not math.isfinite(x) for x in seed0.values()),
-                                               all_diverged=not any(math.isfinite(x) for x in seed0.values()),
-                                               grid=(min(seed0), max(seed0)))
+    res["depth"] = depth_results(by, "depth", DEPTHS, n_depth)
+    res["depth64"] = depth_results(by, "depth64", DEPTHS_64, n_depth)
+    res["n_depth"] = n_depth
     for k, r in by.items():
         if r["kind"] == "noise":
             a = np.array(r["norms"])
@@ -271,6 +269,52 @@ def analyze(recs, quick=False):
                        devices=sorted({r["device"] for r in recs}))
     res["construction"] = construction()
     return res
+
+
+def depth_results(by, root, depths, n_depth):
+    """Per L<L>/<opt> of the runs root/L<L>/<opt>/lr<lr>/seed<s>: the best seed-0 rate, whether the grid brackets it,
+    the fixed-batch losses of its seeds, divergences on the grid, and the minibatches skipped as non-finite (all runs,
+    with the largest prompt norm among them and over every minibatch)."""
+    out = {}
+    for L in depths:
+        for opt in OPTS:
+            prefix = f"{root}/L{L}/{opt}"
+            runs = [r for k, r in by.items() if k.startswith(prefix + "/lr")]
+            seed0 = {float(r["key"][len(prefix) + 3:].split("/")[0]): fixed(r) for r in runs
+                     if r["key"].endswith("/seed0")}
+            if not seed0:
+                continue
+            b = min(seed0, key=seed0.get)
+            vals = [fixed(r) for r in (by.get(f"{prefix}/lr{b:g}/seed{s}") for s in range(n_depth)) if r is not None]
+            out[f"L{L}/{opt}"] = dict(lr=b, bracketed=min(seed0) < b < max(seed0), fixed=vals, median=median(vals),
+                                      seeds=len(vals), diverged=sum(not math.isfinite(x) for x in seed0.values()),
+                                      all_diverged=not any(math.isfinite(x) for x in seed0.values()),
+                                      grid=(min(seed0), max(seed0)), **skip_stats(runs))
+    return out
+
+
+def skip_stats(runs):
+    """Minibatches skipped as non-finite over runs, the largest prompt norm among them and over every minibatch (empty
+    for records from before skip_nonfinite)."""
+    runs = [r for r in runs if "skipped" in r]
+    return dict(skipped=sum(r["skipped"] for r in runs),
+                skipped_prompt_norm=max(r["skipped_prompt_norm"] or 0.0 for r in runs),
+                prompt_norm_max=max(r["prompt_norm_max"] for r in runs)) if runs else {}
+
+
+def depth_for_claims(res):
+    """(depth entries, pending): the float32 runs at L <= 4 and the float64 rerun at L >= 6 once it is complete (its
+    seeds landed, or every rate diverged out to the grid's range); pending while the rerun is not complete."""
+    d, pending = dict(res["depth"]), False
+    for L in DEPTHS_64:
+        for opt in OPTS:
+            e = res["depth64"].get(f"L{L}/{opt}")
+            done = e and (e["seeds"] == res["n_depth"] or e["all_diverged"] and (e["grid"][0] <= LR_RANGE[0]
+                                                                                  or e["grid"][1] >= LR_RANGE[1]))
+            if done:
+                d[f"L{L}/{opt}"] = e
+            pending |= not done
+    return d, pending
 
 
 def verdict(ok):
@@ -319,9 +363,13 @@ def claims(res):
                         "; ".join(f"{o}: Spearman {s[o]['rho']:.2f} (p {fmt_p(s[o]['p'])}), log-log slope "
                                   f"{s[o]['slope']:.2f}, n {s[o]['n']}" for o in OPTS),
                         verdict(all(s[o]["rho"] > 0.3 and s[o]["p"] < 0.05 for o in OPTS))))
-    d = res["depth"]
+    d, pending = depth_for_claims(res)
+    note = ("; L6, L8 in float32, stopped at the first non-finite minibatch: under re-examination (the float64 "
+            "rerun depth64/ is queued)") if pending else "; L6, L8 from the float64 rerun (non-finite minibatches skipped)"
+    depth_verdict = (lambda ok: "under re-examination") if pending else verdict  # noqa: E731
     ok_at = {o: [L for L in DEPTHS if f"L{L}/{o}" in d and has_median(d[f"L{L}/{o}"])] for o in OPTS}
-    div = "; ".join(f"{o} at L{L} diverged at every lr {d[f'L{L}/{o}']['grid'][0]:g}-{d[f'L{L}/{o}']['grid'][1]:g}"
+    div = "; ".join(f"{o} at L{L}: every lr {d[f'L{L}/{o}']['grid'][0]:g}-{d[f'L{L}/{o}']['grid'][1]:g} diverged or "
+                    "stopped at a non-finite minibatch"
                     for L in DEPTHS for o in OPTS if d.get(f"L{L}/{o}", {}).get("all_diverged"))
     div = f"; {div}" if div else ""
     both = [L for L in ok_at["adam"] if L in ok_at["sgd"]]
@@ -331,13 +379,13 @@ def claims(res):
         out.append(("The Adam-SGD gap grows with depth (Gaussian, each at its best lr per depth)",
                     "yes (Sec. 4.2, no numbers)",
                     "SGD / Adam: " + ", ".join(f"L{L} {g:.2f}x" for L, g in gaps.items()) + f" (Spearman {rho:.2f})"
-                    + div, verdict(rho > 0.5)))
+                    + div + note, depth_verdict(rho > 0.5)))
         for opt in OPTS:
             m = {L: d[f"L{L}/{opt}"]["median"] for L in ok_at[opt]}
             dec = all(m[a] > m[b] for a, b in zip(ok_at[opt], ok_at[opt][1:])) and len(m) == len(DEPTHS)
             out.append((f"The loss decreases with depth ({opt}, best lr per depth, median over seeds)",
                         "yes (Sec. 4.2)", ", ".join(f"L{L} {v:.3g}" for L, v in m.items()) + "".join(
-                            f", L{L} diverged" for L in DEPTHS if L not in m), verdict(dec)))
+                            f", L{L} diverged" for L in DEPTHS if L not in m) + note, depth_verdict(dec)))
     nz = {L: res["noise"][f"normal/L{L}"] for L in DEPTHS if f"normal/L{L}" in res["noise"]}
     if len(nz) >= 4:
         deep, shallow = [L for L in nz if L >= 6], [L for L in nz if L <= 3]
@@ -372,7 +420,8 @@ def table(res, meta):
              f"{'; '.join(w['devices'])}; finished {w['first']} .. {w['last']}; {w['run_seconds'] / 3600:.2f} h of "
              f"one-thread run time. Rebuilt by `{meta['command']}`. Decision metric: the loss on the paper's fixed "
              "seed-99 batch at the end of a run; fresh-prompt errors (20k prompts) as median / mean without the worst "
-             "1% / mean. Comparisons over seeds: the sign rule (diverged = a loss).", "",
+             "1% / mean. Comparisons over seeds: the sign rule (diverged = a loss; diverged: a non-finite loss, or a final "
+             "fixed-batch loss above the initial one).", "",
              "## The paper's claims", "", "| claim | paper | ours | verdict |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in claims(res)]
     lines += ["", f"## Adam vs SGD (3 layers, lr 0.02, {st} steps; per seed)", "",
@@ -405,16 +454,27 @@ def table(res, meta):
             lines.append(f"| {dist} | {it} | {r['adam']:.3g} | {r['sgd']:.3g} | {r['median']:.2f} | {r['above_1']}/"
                          f"{r['seeds']} | {fmt_opt(r['layer_adam'])} / {fmt_opt(r['layer_sgd'])} | "
                          + (f"{paper[0]} ({paper[1]})" if paper else "") + " |")
-    lines += ["", f"## Depth (Gaussian, {sh} steps, each optimizer at its best lr per depth: grid on seed 0)", "",
+    lines += ["", f"## Depth (Gaussian, {sh} steps, each optimizer at its best lr per depth: grid on seed 0; float32, "
+              "a run stops at its first non-finite minibatch)", "",
               "| layers | Adam lr | Adam fixed (seeds) | SGD lr | SGD fixed (seeds) | SGD / Adam (medians) |",
               "|---|---|---|---|---|---|"]
     for L in DEPTHS:
         a, s = res["depth"].get(f"L{L}/adam"), res["depth"].get(f"L{L}/sgd")
         if a and s:
             gap = s["median"] / a["median"] if has_median(a) and has_median(s) and a["median"] else None
-            lr = [f"every lr {x['grid'][0]:g}-{x['grid'][1]:g} diverged" if x["all_diverged"] else
+            lr = [f"every lr {x['grid'][0]:g}-{x['grid'][1]:g} diverged or stopped non-finite" if x["all_diverged"] else
                   f"{x['lr']:g}{'' if x['bracketed'] else ' (edge)'}" for x in (a, s)]
             lines.append(f"| {L} | {lr[0]} | {fmt_l(a['fixed'])} | {lr[1]} | {fmt_l(s['fixed'])} | {fmt_x(gap)} |")
+    if res["depth64"]:
+        lines += ["", f"## Depth beyond 4 layers in float64, non-finite minibatches skipped ({sh} steps; the float32 "
+                  "runs above stop at their first non-finite minibatch)", "",
+                  "| layers | optimizer | lr (grid) | fixed (seeds) | diverged on the grid | skipped minibatches | "
+                  "largest prompt norm skipped / seen |", "|---|---|---|---|---|---|---|"]
+    for k, x in res["depth64"].items():
+        L, opt = k.split("/")
+        lr = "every lr diverged" if x["all_diverged"] else f"{x['lr']:g}{'' if x['bracketed'] else ' (edge)'}"
+        lines.append(f"| {L[1:]} | {opt} | {lr} ({x['grid'][0]:g}-{x['grid'][1]:g}) | {fmt_l(x['fixed'])} | "
+                     f"{x['diverged']} | {x['skipped']} | {x['skipped_prompt_norm']:.3g} / {x['prompt_norm_max']:.3g} |")
     lines += ["", "## Gradient noise at initialisation (10k minibatches of 1000 vs a 100k-prompt gradient; 95% bootstrap)",
               "", "| covariates / layers | q99 / median | max / median | kurtosis of norm | coord. kurtosis (median) "
               "| Hill tail index |", "|---|---|---|---|---|---|"]

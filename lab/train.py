@@ -20,6 +20,7 @@ from lab.data import prompts
 from lab.model import LinearTransformer
 
 OPTIMIZERS = ("sgd", "adam")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -52,10 +53,15 @@ class LabConfig:
     eval_batch: int = 20000
     eval_seed: int = 1234  # the same evaluation prompts for every run with the same data settings
     fixed_seed: int = 99  # the paper's fixed batch (1000 prompts) for curves, Hessians and smoothness
+    dtype: str = "float32"  # float32 | float64: the model, the prompts (drawn in float32, the same stream) and losses
+    skip_nonfinite: bool = False  # True: a minibatch with a non-finite loss or gradient norm is skipped and counted
+    # (no update) instead of ending the run: tells an overflow on an outlier prompt from a divergence
 
     def __post_init__(self):
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule={self.schedule!r} is not valid: choose constant or cosine")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is not valid: choose one of {', '.join(DTYPES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} is not valid: choose one of {', '.join(OPTIMIZERS)}")
         for name in ("d", "n", "batch", "steps", "n_layer", "eval_batch", "curve_every"):
@@ -63,7 +69,8 @@ class LabConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
 
     def data(self, batch):
-        return prompts(batch, self.d, self.n, self.dist, self.k, self.noise, heavy_scale=self.heavy_scale)
+        return prompts(batch, self.d, self.n, self.dist, self.k, self.noise, dtype=DTYPES[self.dtype],
+                       heavy_scale=self.heavy_scale)
 
     def fixed(self, batch=1000):
         """The fixed batch of the paper's measurements (RNG state restored)."""
@@ -72,7 +79,8 @@ class LabConfig:
             return self.data(batch)
 
     def model(self, generator=None):
-        return LinearTransformer(self.d, self.n_layer, self.param, self.update, self.init_std, generator=generator)
+        model = LinearTransformer(self.d, self.n_layer, self.param, self.update, self.init_std, generator=generator)
+        return model.to(DTYPES[self.dtype])  # initialised in float32: the same weights in either dtype
 
 
 def mse(pred, yq):
@@ -176,7 +184,10 @@ def optimizer(cfg, params):
 def train(cfg, model=None):
     """One run: a dict with config, curve (fixed-batch loss every curve_every steps), fixed (its last value), evals /
     evals_median / evals_trimmed {step: fresh-prompt error}, eval (the last mean), rcond and hess_diag (at hess_at),
-    smooth measurements, coef, time, diverged and diverged_at (the step of the first non-finite loss)."""
+    smooth measurements, coef, time, diverged and diverged_at (the step of the first non-finite loss; with
+    skip_nonfinite such minibatches are skipped instead: skipped counts them, skipped_at lists their steps (the first
+    100) and skipped_prompt_norm is the largest Frobenius norm ||Z|| of a prompt in them); prompt_norm_max is the
+    largest ||Z|| over all training minibatches."""
     torch.manual_seed(cfg.seed)  # the data stream; the initialisation has its own generator
     model = model or cfg.model(torch.Generator().manual_seed(10_000 + cfg.seed))
     params = list(model.parameters())
@@ -187,7 +198,8 @@ def train(cfg, model=None):
     zf, yf = cfg.fixed()
     out = dict(config=asdict(cfg), curve_iter=[], curve=[], evals={}, evals_median={}, evals_trimmed={},
                rcond_iter=[], rcond=[], hess_diag=[], smooth_iter=[], smooth=[], grad_norm=[], diverged=False,
-               diverged_at=None, layout=[[n, list(p.shape)] for n, p in model.named_parameters()])
+               diverged_at=None, skipped=0, skipped_at=[], skipped_prompt_norm=None, prompt_norm_max=0.0,
+               layout=[[n, list(p.shape)] for n, p in model.named_parameters()])
 
     def record_eval(step):
         e = evaluate(model, cfg)
@@ -209,13 +221,21 @@ def train(cfg, model=None):
         if it == cfg.steps:
             break
         z, yq = cfg.data(cfg.batch)
+        znorm = z.flatten(1).norm(dim=1).max().item()  # the batch's largest prompt ||Z||
+        out["prompt_norm_max"] = max(out["prompt_norm_max"], znorm)
         loss = mse(model(z), yq)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip).item()  # norm before clipping
         if not (torch.isfinite(loss) and math.isfinite(gnorm)):
-            out["diverged"], out["diverged_at"] = True, it
-            break
+            if not cfg.skip_nonfinite:
+                out["diverged"], out["diverged_at"] = True, it
+                break
+            out["skipped"] += 1
+            out["skipped_at"] += [it] if len(out["skipped_at"]) < 100 else []
+            out["skipped_prompt_norm"] = max(out["skipped_prompt_norm"] or 0.0, znorm)
+            sched.step()  # the schedule keeps time with the step count
+            continue
         smooth = cfg.smooth_every > 0 and it % cfg.smooth_every == 0 and it < cfg.smooth_until
         theta = flat_params(model) if smooth else None
         opt.step()

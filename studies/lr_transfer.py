@@ -18,7 +18,10 @@ Validation only at the end of each run (eval_interval = the horizon).
 Settings per parametrization: gpt is nanoGPT's recipe (AdamW, weight decay 0.1, warmup 10% of the steps, cosine to
 lr/10, learned positions, GELU); ngpt is nGPT as published (no weight decay, no warmup, cosine to 0, RoPE, SwiGLU,
 Adam eps 1e-8); nugpt adds the nuGPT parametrization (model.py, optim.lr_multipliers; cosine to lr/10, eps 1e-16,
-c_out 0.5), with the reference width, depth and horizon at the first value of each axis.
+c_out 0.5), with the reference width, depth and horizon at the first value of each axis. nugpt_mult1 (issue 40) is
+nugpt with m_w = m_T = 1 in its learning-rate multipliers (train.py nu_lr_scaling=False; the rest of its recipe kept:
+cosine to lr/10, eps 1e-16, c_out 0.5, the 0.03 gain storage, the s_z and alpha initialisations), at the first and
+last width and horizon: how much of nuGPT's transfer its multipliers carry. At the reference it is nugpt's run (reused).
 The optimum of a curve is its grid minimum refined by a parabola in log2(lr) through it and its two neighbours;
 per axis value: the mean and std of the optimum over seeds; "shift" is log2(optimum / optimum at the first value),
 per seed against the same seed's reference, with a pooled seed-noise estimate; "regret" is the loss lost by using
@@ -42,11 +45,11 @@ import utils
 from studies.runner import Job, Study, append_line, bracket, read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = ("gpt", "ngpt", "nugpt")
-LABELS = {"gpt": "GPT (standard, AdamW)", "ngpt": "nGPT", "nugpt": "nuGPT"}
+PARAMS = ("gpt", "ngpt", "nugpt", "nugpt_mult1")
+LABELS = {"gpt": "GPT (standard, AdamW)", "ngpt": "nGPT", "nugpt": "nuGPT", "nugpt_mult1": "nuGPT, m_w = m_T = 1"}
 AXES = ("width", "depth", "horizon", "groups")
 GRIDS = {"gpt": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2), "ngpt": (4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2)}
-GRIDS["nugpt"] = GRIDS["ngpt"]
+GRIDS["nugpt"] = GRIDS["nugpt_mult1"] = GRIDS["ngpt"]
 LR_RANGE = (1.25e-4, 1.024)
 GROUPS, MULTS = ("matrix", "embed", "head", "scalar"), (0.25, 0.5, 1.0, 2.0, 4.0)
 HALF_STEP, GROUP_SHIFT = (0.3, 0.7), 0.5
@@ -60,7 +63,10 @@ class Design:
     horizons: tuple = (100, 200, 400)
     seeds: tuple = (0, 1)
     base: tuple = (128, 2, 200)  # width, depth, steps
-    axes: dict = None  # param -> its axes (default: gpt width; ngpt, nugpt width depth horizon)
+    axes: dict = None  # param -> its axes (default: gpt width; ngpt, nugpt width depth horizon; nugpt_mult1 width
+    # horizon)
+    only: dict = None  # param -> {axis: the values it runs at} (default: nugpt_mult1 at the first and last width and
+    # horizon)
     grids: dict = None  # param -> the first grid (default GRIDS)
     head_dim: int = 32
     block: int = 64
@@ -73,13 +79,16 @@ class Design:
 
     def axes_of(self, param):
         return (self.axes or {"gpt": ("width",), "ngpt": ("width", "depth", "horizon"),
-                              "nugpt": ("width", "depth", "horizon")}).get(param, ())
+                              "nugpt": ("width", "depth", "horizon"), "nugpt_mult1": ("width", "horizon")}).get(param, ())
 
     def grid(self, param):
         return (self.grids or GRIDS)[param]
 
-    def values(self, axis):
-        return {"width": self.widths, "depth": self.depths, "horizon": self.horizons}[axis]
+    def values(self, axis, param=None):
+        values = {"width": self.widths, "depth": self.depths, "horizon": self.horizons}[axis]
+        only = self.only if self.only is not None else {"nugpt_mult1": {a: (v[0], v[-1]) for a, v in (
+            ("width", self.widths), ("depth", self.depths), ("horizon", self.horizons))}}
+        return only.get(param, {}).get(axis, values)
 
 
 DESIGN = Design()
@@ -98,11 +107,13 @@ def settings(d, param, axis, value, lr, seed, group=None):
         keys.update(variant="baseline", warmup_iters=steps // 10, min_lr=lr / 10)
     else:  # the published nGPT: RoPE, SwiGLU, no weight decay or warmup (train.py's defaults for the family)
         keys.update(variant="ngpt", position="rope", activation="swiglu", min_lr=0.0 if param == "ngpt" else lr / 10)
-    if param == "nugpt":  # the reference: the base model, with the swept axis at its first value
+    if param in ("nugpt", "nugpt_mult1"):  # the reference: the base model, with the swept axis at its first value
         first = {"width": min(d.widths), "depth": min(d.depths), "horizon": min(d.horizons)}
         swept = "width" if axis == "groups" else axis
         ref = {**base, swept: first[swept]}
         keys.update(arch="nugpt", ref_width=ref["width"], ref_depth=ref["depth"], ref_steps=ref["horizon"])
+        if param == "nugpt_mult1" and point != ref:  # m_w = m_T = 1 (at the reference they are 1: nugpt's run)
+            keys["nu_lr_scaling"] = False
     if group is not None:
         keys["group_lr_mult"] = {group: value}
     return keys
@@ -208,26 +219,26 @@ def jobs(study, d=DESIGN):
                 "--data", d.data, "--out", str(study.results)]
         if rid in by_id and by_id[rid] != key:
             argv += ["--reuse", by_id[rid]]
-        shape = f"{param}-w{keys['n_embd']}-L{keys['n_layer']}"
+        shape = f"{'nugpt' if param == 'nugpt_mult1' else param}-w{keys['n_embd']}-L{keys['n_layer']}"  # same cost
         out.append(Job(key, argv, 1 if rid in by_id and by_id[rid] != key else keys["max_iters"], shape, kind="line",
                        waits=waits))
     shifts = {}
     for param in PARAMS:
         for axis in d.axes_of(param):
             best = {}
-            for value in d.values(axis):
+            for value in d.values(axis, param):
                 grid, best[value] = curve_grid(study, d, param, axis, value)
                 for lr in grid:
                     for s in d.seeds:
                         add(param, axis, value, lr, s)
-            ref = best[d.values(axis)[0]]
+            ref = best[d.values(axis, param)[0]]
             for value, b in best.items():  # half steps where the shift lands near 0.5
                 if b is None or ref is None:
                     continue
                 shift = math.log2(b / ref)
                 shifts[(param, axis, value)] = shift
                 if HALF_STEP[0] <= abs(shift) <= HALF_STEP[1]:
-                    for v, center in ((value, b), (d.values(axis)[0], ref)):
+                    for v, center in ((value, b), (d.values(axis, param)[0], ref)):
                         grid, _ = curve_grid(study, d, param, axis, v)
                         near = min(grid, key=lambda x: abs(math.log2(x / center)))
                         for lr in (near * 2**-0.5, near * 2**0.5):
@@ -344,7 +355,7 @@ def report(runs, out):
                       ""]
             summary[f"{axis}/{param}"]["max_abs_shift"] = max(abs(r["shift"]) for r in s.values())
             summary[f"{axis}/{param}"]["all_interior"] = all(r["interior"] for r in s.values())
-            ax.set(xscale="log", xlabel="learning rate" + (" (base, at the reference)" if param == "nugpt" else ""),
+            ax.set(xscale="log", xlabel="learning rate" + (" (base, at the reference)" if param.startswith("nugpt") else ""),
                    ylabel="final val loss", title=LABELS[param], ylim=(lo - 0.05, lo + 1.0))
             ax.xaxis.set_minor_formatter(plt.NullFormatter())  # decade labels only (minor ones overlap)
             ax.legend(fontsize=7)

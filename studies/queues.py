@@ -58,7 +58,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from lab.run_study import DEPTH_GRIDS, DEPTHS, DISTS, GRIDS, LR_RANGE, OPTS, LabConfig, sizes
+from lab.run_study import DEPTH_GRIDS, DEPTHS, DEPTHS_64, DISTS, GRIDS, LR_RANGE, OPTS, LabConfig, fixed, sizes
 from studies.runner import SCRATCH, Job, Study, bracket
 
 GEOMETRY_ARMS = {
@@ -322,13 +322,14 @@ def variants_tuned(study, arms=tuple(VT_ARMS)):
 
 # ----------------------------------------------------------------------------- the linear-transformer lab
 def grid_best(study, prefix, start, seeds):
-    """(grid to run, best lr or None) of the runs prefix/lr<lr>/seed<s>: bracketed on the seed-mean log fixed loss."""
+    """(grid to run, best lr or None) of the runs prefix/lr<lr>/seed<s>: bracketed on the seed-mean log fixed loss
+    (inf for a run the report counts as diverged)."""
     losses = {}
     landed = {float(r["key"][len(prefix) + 3:].split("/")[0]) for r in study.lines()
               if r["key"].startswith(prefix + "/lr")}
     for lr in set(start) | landed:
         recs = [study.line(f"{prefix}/lr{lr:g}/seed{s}") for s in seeds]
-        losses[lr] = None if any(r is None for r in recs) else float(np.mean([np.log(r["fixed"]) for r in recs]))
+        losses[lr] = None if any(r is None for r in recs) else float(np.mean([np.log(fixed(r)) for r in recs]))
     grid, best, note = bracket(losses, start, *LR_RANGE)
     return grid, best, note
 
@@ -336,7 +337,8 @@ def grid_best(study, prefix, start, seeds):
 def lab(study, quick=False):
     """The lab's jobs (lab/run_study.py has the design) given its records; called with None: the Study."""
     if study is None:
-        guess = {f"L{L}": 1.2 + 3.3 * L for L in DEPTHS} | {f"noise-L{L}": 12_000 * L for L in DEPTHS}
+        guess = ({f"L{L}": 1.2 + 3.3 * L for L in DEPTHS} | {f"noise-L{L}": 12_000 * L for L in DEPTHS}
+                 | {f"L{L}-f64": 1.7 * (1.2 + 3.3 * L) for L in DEPTHS_64})  # float64: ~1.3-1.7x (measured)
         return Study("lab_quick", results=SCRATCH / "lab_quick", guess=guess) if quick else Study("lab", guess=guess)
     steps, short, n_core, n_grid, n_depth, hess = sizes(quick)
     base = LabConfig(steps=steps, eval_at=(short,))
@@ -346,8 +348,8 @@ def lab(study, quick=False):
         steps_ = cfg.steps if kind == "train" else 1
         argv = ["-m", "lab.run_study", "--job", key, "--kind", kind, "--config", json.dumps(asdict(cfg)),
                 "--out", str(study.results)]
-        out.append(Job(key, argv, steps_, f"{'noise-' if kind == 'noise' else ''}L{cfg.n_layer}", kind="line",
-                       waits=waits))
+        shape = f"{'noise-' if kind == 'noise' else ''}L{cfg.n_layer}{'-f64' if cfg.dtype == 'float64' else ''}"
+        out.append(Job(key, argv, steps_, shape, kind="line", waits=waits))
     for dist in DISTS:  # 1. the paper's comparison at lr 0.02
         for opt in OPTS:
             for s in range(n_core):
@@ -363,21 +365,29 @@ def lab(study, quick=False):
                                                               steps=short, eval_at=()))
     for L in DEPTHS:  # 3. depth, each optimizer at its own rate per depth
         for opt in OPTS:
-            prefix = f"depth/L{L}/{opt}"
             cfg = replace(base, n_layer=L, optimizer=opt, steps=short, eval_at=(), hess_at=(750, 1250) if not quick
                           else (50,))
-            grid, best, note = grid_best(study, prefix, DEPTH_GRIDS[opt], [0])
-            for lr in grid:
-                add(f"{prefix}/lr{lr:g}/seed0", replace(cfg, lr=lr))
-            for s in range(1, 1 if best is None and note else n_depth):  # grid ended without a best: no seeds
-                if best is None:
-                    add(f"{prefix}/lr?/seed{s}", cfg, waits=f"the {prefix} grid")
-                else:
-                    add(f"{prefix}/lr{best:g}/seed{s}", replace(cfg, lr=best, seed=s))
+            depth_jobs(add, study, f"depth/L{L}/{opt}", cfg, n_depth)
     for dist, depths in (("normal", DEPTHS), ("heavy", (3,))):  # 4. gradient noise at initialisation
         for L in depths:
             add(f"noise/{dist}/L{L}", replace(base, dist=dist, n_layer=L), kind="noise")
+    for L in DEPTHS_64:  # 5. (issue 40) depth beyond 4 layers in float64, non-finite minibatches skipped and counted
+        for opt in OPTS:
+            cfg = replace(base, n_layer=L, optimizer=opt, steps=short, eval_at=(), dtype="float64", skip_nonfinite=True)
+            depth_jobs(add, study, f"depth64/L{L}/{opt}", cfg, n_depth)
     return out
+
+
+def depth_jobs(add, study, prefix, cfg, n_depth):
+    """A depth grid on seed 0 (DEPTH_GRIDS, grown past an edge), then seeds 1 .. n_depth - 1 at its best rate."""
+    grid, best, note = grid_best(study, prefix, DEPTH_GRIDS[cfg.optimizer], [0])
+    for lr in grid:
+        add(f"{prefix}/lr{lr:g}/seed0", replace(cfg, lr=lr))
+    for s in range(1, 1 if best is None and note else n_depth):  # grid ended without a best: no seeds
+        if best is None:
+            add(f"{prefix}/lr?/seed{s}", cfg, waits=f"the {prefix} grid")
+        else:
+            add(f"{prefix}/lr{best:g}/seed{s}", replace(cfg, lr=best, seed=s))
 
 
 def lab_quick(study):

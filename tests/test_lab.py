@@ -1,5 +1,6 @@
 """Linear-transformer lab: exact optimizer identities, data moments, landscape measurements (float64)."""
 
+import json
 import math
 
 import pytest
@@ -248,3 +249,72 @@ def test_bad_input_is_rejected():
         LinearTransformer(update="adam")
     with pytest.raises(ValueError, match="optimizer"):
         LabConfig(optimizer="lion")
+
+
+def outlier_data(monkeypatch, at, scale=1e8):
+    """Training minibatches (batch 64) at the steps `at` get one prompt scaled by `scale` (float32 overflows, float64 not)."""
+    data, step = LabConfig.data, iter(range(10**6))
+
+    def patched(cfg, batch):
+        z, yq = data(cfg, batch)
+        if batch == 64 and next(step) in at:
+            z[0] *= scale
+        return z, yq
+    monkeypatch.setattr(LabConfig, "data", patched)
+
+
+@pytest.mark.parametrize("dtype, skip, skipped", [("float32", False, 0), ("float32", True, 2), ("float64", True, 0)])
+def test_nonfinite_minibatches_stop_or_are_skipped(monkeypatch, dtype, skip, skipped):
+    outlier_data(monkeypatch, at=(3, 5))
+    cfg = LabConfig(batch=64, steps=20, n_layer=2, dtype=dtype, skip_nonfinite=skip, eval_batch=500, curve_every=5)
+    out = train(cfg)
+    assert out["diverged"] == (not skip) and out["diverged_at"] == (None if skip else 3)
+    assert out["skipped"] == skipped and out["skipped_at"] == [3, 5][:skipped]
+    assert out["prompt_norm_max"] > 1e8  # the outlier prompt's norm is recorded either way
+    if skipped:
+        assert out["skipped_prompt_norm"] == out["prompt_norm_max"]
+    else:
+        assert out["skipped_prompt_norm"] is None
+    if skip:
+        assert out["curve"][-1] < out["curve"][0] and math.isfinite(out["eval"])
+
+
+def test_float64_runs_the_same_prompts_and_initialisation():
+    a, b = (LabConfig(dtype=dt, batch=64) for dt in ("float32", "float64"))
+    torch.manual_seed(0)
+    za, _ = a.data(8)
+    torch.manual_seed(0)
+    zb, _ = b.data(8)
+    assert zb.dtype == torch.float64 and torch.equal(za.double(), zb)
+    ma, mb = a.model(torch.Generator().manual_seed(1)), b.model(torch.Generator().manual_seed(1))
+    assert torch.equal(flat_params(ma).double(), flat_params(mb)) and flat_params(mb).dtype == torch.float64
+    with pytest.raises(ValueError, match="dtype"):
+        LabConfig(dtype="bfloat16")
+
+
+def test_report_counts_a_run_ending_above_its_start_as_diverged():
+    from lab.run_study import diverged, fixed
+    rec = dict(diverged=False, fixed=3931.0, curve=[5.56, 2.3, 3931.0])
+    assert diverged(rec) and fixed(rec) == math.inf
+    assert not diverged({**rec, "fixed": 0.5, "curve": [5.56, 0.5]}) and fixed({**rec, "fixed": 0.5}) == 0.5
+
+
+def test_depth64_jobs_and_the_depth_claims_wait_for_them(tmp_path):
+    from lab.run_study import depth_for_claims, depth_results
+    from studies.queues import lab
+    from studies.runner import Study
+    jobs = lab(Study("lab_quick", results=tmp_path), quick=True)
+    d64 = [j for j in jobs if j.key.startswith("depth64/")]
+    cfgs = [json.loads(j.argv[j.argv.index("--config") + 1]) for j in d64 if not j.waits]
+    assert {j.key.split("/")[1] for j in d64} == {"L6", "L8"} and {j.shape for j in d64} == {"L6-f64", "L8-f64"}
+    assert cfgs and all(c["dtype"] == "float64" and c["skip_nonfinite"] and c["steps"] == 100 for c in cfgs)
+    rec = lambda key, f, **kw: dict(key=key, diverged=False, fixed=f, curve=[5.0, f], **kw)  # noqa: E731
+    by = {r["key"]: r for r in [rec("depth64/L6/adam/lr0.01/seed0", 0.2, skipped=1, skipped_prompt_norm=40.0,
+                                    prompt_norm_max=50.0),
+                                rec("depth64/L6/adam/lr0.02/seed0", 0.1), rec("depth64/L6/adam/lr0.04/seed0", 0.3),
+                                rec("depth64/L6/adam/lr0.02/seed1", 0.15)]}
+    e = depth_results(by, "depth64", (6, 8), 2)["L6/adam"]
+    assert (e["lr"], e["bracketed"], e["fixed"], e["skipped"], e["skipped_prompt_norm"]) == (0.02, True, [0.1, 0.15], 1, 40)
+    res = dict(depth={"L6/adam": dict(e, fixed=[math.inf])}, depth64={"L6/adam": e}, n_depth=2)
+    d, pending = depth_for_claims(res)
+    assert d["L6/adam"] is e and pending  # L6 sgd, L8 are not in yet

@@ -175,14 +175,16 @@ def group_lrs(opts):
     (16, 2, 64, 4, 50, 400, 2.5),  # m_w = 1/4, m_T = 1/8, c_out = 2.5
 ])
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+@pytest.mark.parametrize("scaling", [True, False], ids=["scaled", "unscaled"])
 def test_nugpt_learning_rates_follow_the_formulas(n_embd, n_layer, ref_width, ref_depth, max_iters, ref_steps, c_out,
-                                                  optimizer):
+                                                  optimizer, scaling):
     kw = {**NUGPT, "n_embd": n_embd, "n_layer": n_layer, "n_head": 2, "ref_width": ref_width, "ref_depth": ref_depth}
     m = make(**kw)
     lr, muon_lr = 3e-3, 0.02
     cfg = train.TrainConfig(optimizer=optimizer, learning_rate=lr, muon_lr=muon_lr, max_iters=max_iters,
-                            min_lr=0.0, ref_steps=ref_steps, nu_c_out=c_out, muon_dtype="bfloat16")
-    m_w, m_t = n_embd / ref_width, max_iters / ref_steps
+                            min_lr=0.0, ref_steps=ref_steps, nu_c_out=c_out, muon_dtype="bfloat16",
+                            nu_lr_scaling=scaling)
+    m_w, m_t = (n_embd / ref_width, max_iters / ref_steps) if scaling else (1.0, 1.0)  # unscaled: c_out only
     base = lr * m_t ** (-1 / 3)
     want = {"matrix": base * m_w**-0.75, "embed": base * m_w**-0.5, "head": base * c_out * m_w**-0.75,
             "scalar": base}
@@ -222,8 +224,9 @@ def test_normalized_defaults_no_weight_decay_no_warmup():
 
 @pytest.mark.parametrize("argv, message", [
     (["--variant=ngpt", "--arch=nugpt", "--ref_width=8", "--ref_depth=1"], "arch='nugpt' needs ref_steps > 0"),
-    (["--variant=ngpt", "--ref_steps=100"], "ref_steps and nu_c_out only apply to arch='nugpt'"),
-    (["--nu_c_out=2.0"], "ref_steps and nu_c_out only apply to arch='nugpt'"),
+    (["--variant=ngpt", "--ref_steps=100"], "ref_steps, nu_c_out and nu_lr_scaling only apply to arch='nugpt'"),
+    (["--nu_c_out=2.0"], "ref_steps, nu_c_out and nu_lr_scaling only apply to arch='nugpt'"),
+    (["--variant=ngpt", "--nu_lr_scaling=False"], "ref_steps, nu_c_out and nu_lr_scaling only apply to arch='nugpt'"),
     (["--variant=ngpt", "--update=nesterov"], "supports update='gd', split='lie_trotter', bias=False only"),
     (["--variant=ngpt", "--split=euler"], "supports update='gd', split='lie_trotter', bias=False only"),
     (["--variant=ngpt", "--bias=True"], "bias=False only"),
@@ -394,3 +397,30 @@ def test_new_options_errors():
     for kw, field in ((dict(position="alibi"), "position"), (dict(activation="relu"), "activation")):
         with pytest.raises(ValueError, match=field):
             GPTConfig(**TINY, **kw)
+
+
+def test_lr_transfer_nugpt_with_unit_multipliers(toy, tmp_path):
+    """nugpt_mult1: nuGPT with m_w = m_T = 1, at the first and last width only; at the reference it is nugpt's run."""
+    from studies import lr_transfer
+    from studies.runner import Study
+
+    grid = (1e-3, 1e-2)
+    design = lr_transfer.Design(widths=(16, 24, 32), depths=(1,), horizons=(3,), seeds=(0,), base=(16, 1, 3),
+                                axes={"nugpt": ("width",), "nugpt_mult1": ("width",)}, head_dim=8, block=16, batch=4,
+                                eval_iters=1, vocab_size=64, data=str(toy), grids={"nugpt": grid, "nugpt_mult1": grid},
+                                lr_range=(1e-3, 2e-2), group_shift=100.0)
+    study = Study("lr_transfer", results=tmp_path, scratch=tmp_path / "scratch")
+    run_lr_queue(study, design)
+    runs = {r["key"]: r for r in runlog.read(tmp_path / "runs.jsonl")}
+    mult1 = {k: r for k, r in runs.items() if r["param"] == "nugpt_mult1"}
+    assert {r["value"] for r in mult1.values()} == {16, 32}  # not the middle width
+    for k, r in mult1.items():
+        twin = runs[k.replace("nugpt_mult1", "nugpt", 1)]
+        if r["value"] == 16:  # the reference: every multiplier is 1 already, nugpt's run is reused
+            assert r["reused_from"] == twin["key"] and r["loss"] == twin["loss"]
+        else:
+            assert r["settings"]["nu_lr_scaling"] is False and not r.get("reused_from")
+            assert {**r["settings"], "nu_lr_scaling": True} == {**twin["settings"], "nu_lr_scaling": True}
+            assert r["loss"] != twin["loss"]  # the multipliers change the run
+    lr_transfer.main(["--report", "--out", str(tmp_path)])
+    assert "nuGPT, m_w = m_T = 1" in (tmp_path / "lr_transfer.md").read_text()
