@@ -1,11 +1,11 @@
 """
 Export a checkpoint as a transformers model directory: AutoModelForCausalLM and AutoTokenizer load it offline.
 
-    python export.py --out_dir=out-tinystories-baseline-cpu --to=hf-baseline      # a GPT2LMHeadModel
+    python export.py --out_dir=out-tinystories-baseline-cpu --to=hf-baseline      # GPT2LMHeadModel if trained with --shortlist=0
     python export.py --out_dir=out-tinystories-nesterov-cpu --to=hf-nesterov      # trust_remote_code=True
 
-The baseline (update=gd, split=lie_trotter, learned positions, GELU: nanoGPT's GPT-2 block) and any nanoGPT
-checkpoint become a transformers GPT2LMHeadModel. nanoGPT's parameter names are GPT-2's; the Linear weights are
+The baseline without a shortlist (update=gd, split=lie_trotter, learned positions, GELU: nanoGPT's GPT-2 block) and any
+nanoGPT checkpoint become a transformers GPT2LMHeadModel. nanoGPT's parameter names are GPT-2's; the Linear weights are
 transposed into GPT-2's Conv1D layout (in, out); a model without biases gets zero biases; the head stays tied to wte;
 the vocabulary keeps its padding rows (logits over vocab_size, 50304, as ours); activation_function="gelu", the exact
 GELU that model.py uses (transformers' GPT-2 default, gelu_new, is the tanh approximation).
