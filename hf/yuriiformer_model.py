@@ -1,5 +1,5 @@
-"""model.py under the name modeling_yuriiformer.py imports it by: an exported directory holds a copy of model.py
-instead of this file (export.py), so the modeling code runs the same in the repository and beside the weights."""
+"""model.py under the name modeling_yuriiformer.py imports it by (.yuriiformer_model). An exported directory holds a
+copy of model.py under this name instead (export.py), so the same modeling file runs here and beside the weights."""
 
 from model import GPT, GPTConfig, rope_tables
 
