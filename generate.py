@@ -1,6 +1,6 @@
 """
-Generation: sampling a continuation token by token, with a key/value cache, for sample.py, eval.py's harness adapter
-(greedy generate_until) and bench/decode.py.
+Generation: sampling a continuation token by token, with a key/value cache, for sample.py, evaluation.py's harness
+adapter (greedy generate_until) and bench/decode.py.
 
 Decoding is incremental: the prompt fills a per-layer key/value cache, then each step runs the model on
 the new position only. That is exact for every update rule, because the velocity stream is per position
