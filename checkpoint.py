@@ -138,3 +138,12 @@ def load_model(path):
         return GPT.from_checkpoint(ckpt), ckpt
     except (ValueError, TypeError, AttributeError, RuntimeError) as e:  # not model_args + model, or weights unfit
         raise CheckpointError(f"{path}: unknown checkpoint format: {first_line(e)}") from None
+
+
+def load_for_inference(out_dir, which="auto", path="", device="cpu", dtype=None):
+    """(model, checkpoint dict, file) for sample.py, eval.py and export.py: the checkpoint file `path` if given, else
+    the file `which` (CHOICES) of the run directory out_dir, as a GPT in eval mode on device, its floating-point
+    weights cast to dtype (None: as saved). A missing or unreadable file is a one-line CheckpointError."""
+    file = find(out_dir, which, path)
+    model, ckpt = load_model(file)
+    return model.to(device=device, dtype=dtype).eval(), ckpt, file

@@ -1,19 +1,19 @@
 """
 Export a checkpoint as a transformers model directory: AutoModelForCausalLM and AutoTokenizer load it offline.
 
-    python export.py --out_dir=out-tinystories-baseline-cpu --to=hf-baseline      # a GPT2LMHeadModel
+    python export.py --out_dir=out-tinystories-baseline-cpu --to=hf-baseline      # GPT2LMHeadModel if trained with --shortlist=0
     python export.py --out_dir=out-tinystories-nesterov-cpu --to=hf-nesterov      # trust_remote_code=True
 
-The baseline (update=gd, split=lie_trotter, learned positions, GELU: nanoGPT's GPT-2 block) and any nanoGPT
-checkpoint become a transformers GPT2LMHeadModel. nanoGPT's parameter names are GPT-2's; the Linear weights are
+The baseline without a shortlist (update=gd, split=lie_trotter, learned positions, GELU: nanoGPT's GPT-2 block) and any
+nanoGPT checkpoint become a transformers GPT2LMHeadModel. nanoGPT's parameter names are GPT-2's; the Linear weights are
 transposed into GPT-2's Conv1D layout (in, out); a model without biases gets zero biases; the head stays tied to wte;
 the vocabulary keeps its padding rows (logits over vocab_size, 50304, as ours); activation_function="gelu", the exact
 GELU that model.py uses by default (transformers' GPT-2 default, gelu_new, is the tanh approximation: a model started
 from GPT-2, activation="gelu_tanh", gets gelu_new). pretrained.load_gpt2 reads the directory back.
 
 Every other variant (Polyak, YuriiFormer, Euler, IMEX, nGPT, RoPE, SwiGLU) becomes YuriiForCausalLM, a
-PreTrainedModel around this repo's GPT. Its code is written beside the weights (modeling_yuriiformer.py, and
-yuriiformer_model.py: a copy of model.py), so it needs nothing from this repo: load it with trust_remote_code=True.
+PreTrainedModel around this repo's GPT. Its code is copied beside the weights (hf/modeling_yuriiformer.py, and
+model.py as yuriiformer_model.py), so it needs nothing from this repo: load it with trust_remote_code=True.
 It is causal without a padding mask (pad on the right, as the harness's HF model does) and has no KV cache.
 
 Both get GPT-2's tokenizer (tokenizer.json), built from the ranks in data/gpt2.tiktoken: no download. After writing,
@@ -101,82 +101,13 @@ def to_gpt2(model):
     return hf.eval()
 
 
-MODELING = '''\
-"""YuriiFormer for transformers, written by export.py of the yuriiformer repository: yuriiformer_model.py is that
-repository's model.py (the update rules: GD, Polyak, Nesterov with Lie-Trotter, Euler or IMEX splitting, nGPT); this
-file wraps its GPT as a PreTrainedModel. Causal without a padding mask (pad on the right); no KV cache.
-Load with AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)."""
-
-import torch
-from torch.nn import functional as F
-from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutput
-
-from .yuriiformer_model import GPT, GPTConfig, rope_tables
-
-
-class YuriiConfig(PreTrainedConfig):
-    model_type = "yuriiformer"
-    model_args: dict | None = None  # model.GPTConfig's fields; the ones below repeat some for transformers' tools
-    vocab_size: int = 50304
-    max_position_embeddings: int = 1024
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    tie_word_embeddings: bool = True
-    use_cache: bool = False  # no KV cache: each generation step runs the whole sequence
-
-
-class YuriiForCausalLM(PreTrainedModel, GenerationMixin):
-    config_class = YuriiConfig
-    base_model_prefix = "gpt"
-    main_input_name = "input_ids"
-    _no_split_modules = ["Block"]
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.gpt = GPT(GPTConfig(**config.model_args))
-        if config.tie_word_embeddings:  # arch="gpt": the head is wte (model.py ties them)
-            self._tied_weights_keys = {"gpt.lm_head.weight": "gpt.transformer.wte.weight"}
-        self.post_init()
-
-    def _init_weights(self, module):
-        """GPT initialises its parameters and from_pretrained loads them all: only the rotary tables, buffers outside
-        the state dict, are made anew here."""
-        if isinstance(module, GPT) and hasattr(module, "rope_cos"):
-            c = module.config
-            cos, sin = rope_tables(c.n_embd // c.n_head, c.block_size)
-            module.rope_cos.copy_(cos)
-            module.rope_sin.copy_(sin)
-
-    def get_input_embeddings(self):
-        return self.gpt.transformer.wte
-
-    def get_output_embeddings(self):
-        return self.gpt.lm_head
-
-    def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
-        if attention_mask is not None and bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
-            raise ValueError("YuriiForCausalLM has no padding mask: pad on the right")
-        # the head at every position (log-probabilities over every token for a shortlist model)
-        logits = self.gpt.logits(input_ids)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        return CausalLMOutput(loss=loss, logits=logits)
-
-    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
-        return {"input_ids": input_ids[:, -self.config.max_position_embeddings:]}
-'''
-
-
 def write_yuriiformer(model, to):
     """Our GPT as YuriiForCausalLM: config.json, model.safetensors and the two code files."""
     transformers = load_transformers()
     from safetensors.torch import save_file
     c = model.config
     tied = c.arch == "gpt"
-    (to / "modeling_yuriiformer.py").write_text(MODELING)
+    shutil.copyfile(ROOT / "hf" / "modeling_yuriiformer.py", to / "modeling_yuriiformer.py")
     shutil.copyfile(ROOT / "model.py", to / "yuriiformer_model.py")
     config = dict(model_type="yuriiformer", architectures=["YuriiForCausalLM"],
                   auto_map={"AutoConfig": "modeling_yuriiformer.YuriiConfig",
@@ -259,9 +190,7 @@ def export(cfg):
     if cfg.format not in ("auto", "gpt2", "yuriiformer"):
         raise ExportError(f"format={cfg.format!r}: choose one of auto, gpt2, yuriiformer")
     load_transformers()
-    path = checkpoint.find(cfg.out_dir, cfg.ckpt, cfg.ckpt_path)
-    model, ckpt = checkpoint.load_model(path)
-    model = model.float().eval()
+    model, ckpt, path = checkpoint.load_for_inference(cfg.out_dir, cfg.ckpt, cfg.ckpt_path, dtype=torch.float32)
     problem = gpt2_problem(model.config)
     fmt = cfg.format if cfg.format != "auto" else "yuriiformer" if problem else "gpt2"
     if fmt == "gpt2" and problem:

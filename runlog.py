@@ -1,6 +1,6 @@
 """
-Run records: `metrics.jsonl` in a run directory, one JSON object per line; this module writes and reads them, and
-computes the diagnostics that go into them.
+Run records: `metrics.jsonl` in a run directory, one JSON object per line; this module writes and reads them (the
+spectral records' diagnostics are computed in diagnostics.py).
 
 Every record has `kind`, `iter` (optimizer steps done), `tokens`, `flops` (cumulative training FLOPs) and `time`
 (seconds of training so far, across resumes). The kinds:
@@ -10,7 +10,8 @@ Every record has `kind`, `iter` (optimizer steps done), `tokens`, `flops` (cumul
     train     every log_interval steps: loss (mean since the last one), lr, tok_per_s, ms_per_iter, mfu, level, offset
     eval      every eval_interval steps: train_loss, val_loss, lr, eval_seconds, coef (the update coefficients)
     spectral  every spectral_interval steps: sigma_max, sigma_min, violation per hidden matrix, attn_logit_max,
-              attn_entropy, attn_saturated per layer, dual_iters and tangent_rms of manifold Muon (spectral_record)
+              attn_entropy, attn_saturated per layer, dual_iters and tangent_rms of manifold Muon
+              (diagnostics.spectral_record)
     task      a downstream evaluation (eval.py): task, metrics, checkpoint
     final     at the end: best_val_loss, final_val_loss, iters, wall_time, interrupted (on a signal); a run that
               stopped on a non-finite loss writes one too, with diverged, diverged_at (the iteration) and error
@@ -22,15 +23,12 @@ queues) is written by append_line and read by read_lines, here too.
 
 import fcntl
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import utils
-from manifold import ManifoldMuon, module_geometry, project, tall
 
 FILE = "metrics.jsonl"
 
@@ -176,83 +174,3 @@ class Run:
             raise ValueError(f"{self.dir / FILE} has no {missing} record: the run is not finished "
                              "(resume it with --init_from=resume)")
         return self
-
-
-# ----------------------------------------------------------------------------- diagnostics
-
-def short(name):
-    """'transformer.h.3.attn.c_attn.weight' -> 'h.3.attn.c_attn'."""
-    return name.removeprefix("transformer.").removesuffix(".weight")
-
-
-def violation(w, geometry):
-    """How far w is off its manifold (none: the Stiefel violation, for reference):
-    stiefel |W^T W - I|_F / sqrt(n); dgram |offdiag(C)|_F / sqrt(n), C the column cosines; oblique max_j | |w_j| - 1 |."""
-    w = tall(w.detach().float())
-    n = w.size(1)
-    if geometry == "oblique":
-        return (w.norm(dim=0) - 1).abs().max().item()
-    if geometry == "dgram":
-        u = w / w.norm(dim=0).clamp(min=1e-7)
-        return project(u.T @ u, "dgram").norm().item() / math.sqrt(n)
-    return (w.T @ w - torch.eye(n, device=w.device)).norm().item() / math.sqrt(n)
-
-
-SATURATED, MIN_KEYS = 0.99, 8  # a softmax row is saturated when one key takes >= 99% (rows with >= 8 keys)
-
-
-@torch.no_grad()
-def attention_stats(model, x, ctx):
-    """Per layer, on the first 4 sequences of x: the largest attention logit (q.k times the softmax scale) over heads
-    and causal pairs, the mean entropy of the attention rows (nats) and the share of saturated rows (one key >= 99%),
-    both over the rows that see at least 8 keys. Each layer's input to attention is captured by a forward pre-hook
-    and its q, k come from the layer's own CausalSelfAttention.qkv."""
-    inputs, blocks = {}, list(model.transformer.h)
-    hooks = [b.attn.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args))
-             for i, b in enumerate(blocks)]
-    training = model.training
-    try:
-        model.eval()
-        with ctx:
-            model(x[:4])
-            out = {}
-            for i, args in sorted(inputs.items()):
-                q, k, _, scale = blocks[i].attn.qkv(*args[:1], *args[2:])  # (B, nh, T, hs); args[1] is the cache
-                logits = (q.float() @ k.float().transpose(-2, -1)) * (scale or q.size(-1) ** -0.5)  # (B, nh, T, T)
-                T = logits.size(-1)
-                causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-                logits = logits.masked_fill(~causal, -math.inf)
-                probs = logits.softmax(-1)[:, :, MIN_KEYS - 1:]  # rows t >= 7 see >= 8 keys
-                entropy = -(probs * probs.clamp(min=1e-30).log()).sum(-1)
-                out[str(i)] = dict(logit_max=logits.max().item(), entropy=entropy.mean().item(),
-                                   saturated=(probs.amax(-1) >= SATURATED).float().mean().item())
-    finally:
-        model.train(training)
-        for h in hooks:
-            h.remove()
-    return out
-
-
-def attention_logit_max(model, x, ctx):
-    """Per layer the largest attention logit (attention_stats)."""
-    return {k: v["logit_max"] for k, v in attention_stats(model, x, ctx).items()}
-
-
-@torch.no_grad()
-def spectral_record(model, x, ctx, attn="none", mlp="none", optimizers=()):
-    """Per hidden matrix sigma_max, sigma_min, the violation of its geometry; per layer the largest attention
-    logit, the attention entropy and the share of saturated softmax rows on batch x; the dual ascent's iterations
-    (mean) and tangent rms(H) (max) of manifold Muon's last step."""
-    rec = {"sigma_max": {}, "sigma_min": {}, "violation": {}}
-    for name, p in model.param_groups()["matrix"]:
-        s = torch.linalg.svdvals(p.detach().float())
-        rec["sigma_max"][short(name)], rec["sigma_min"][short(name)] = s[0].item(), s[-1].item()
-        rec["violation"][short(name)] = violation(p, module_geometry(name, attn, mlp))
-    attn = attention_stats(model, x, ctx)
-    for key in ("logit_max", "entropy", "saturated"):
-        rec[f"attn_{key}"] = {layer: v[key] for layer, v in attn.items()}
-    dual = [st for o in optimizers if isinstance(o, ManifoldMuon) for st in o.state.values() if "dual_iters" in st]
-    if dual:
-        rec["dual_iters"] = sum(float(st["dual_iters"]) for st in dual) / len(dual)
-        rec["tangent_rms"] = max(float(st["tangent_rms"]) for st in dual)
-    return rec

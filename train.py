@@ -29,11 +29,12 @@ import multilevel
 import utils
 from configurator import ConfigError, build, known_keys, parse_args
 from data.loader import BinLoader, DataError, token_counts
+from diagnostics import spectral_record
 from manifold import GEOMETRIES
 from model import GPT, PRESETS, GPTConfig
 from manifold import INITS, RETRACTIONS, SCALINGS
 from optim import GROUPS, OPTIMIZERS, build_optimizers, init_manifolds, muon_dtype, set_lr
-from runlog import RunLog, spectral_record
+from runlog import RunLog
 
 
 @dataclass
@@ -664,7 +665,7 @@ def train(cfg, mcfg, raw=None, stop=None):
     finally:
         trainer.close()
     if cfg.eval_tasks and trainer.d.master and not summary.get("interrupted") and (trainer.out_dir / "best.pt").exists():
-        import eval as evaluation  # lm-evaluation-harness is imported only when asked for
+        import evaluation  # lm-evaluation-harness is imported only when asked for
 
         summary["eval"] = evaluation.evaluate(evaluation.EvalConfig(
             out_dir=str(trainer.out_dir), tasks=cfg.eval_tasks, device=trainer.d.device, dtype=trainer.cfg.dtype))

@@ -1,5 +1,5 @@
 """
-Decoding speed with and without the KV cache (sample.generate), greedy (top_k=1), batch 1 by default:
+Decoding speed with and without the KV cache (generate.generate), greedy (top_k=1), batch 1 by default:
 
     flock /tmp/cpu.lock python bench/decode.py                      # baseline + yuriiformer, fp32 + bf16
     python bench/decode.py --variants=imex2 --dtypes=float32 --repeats=1 --compile=False
@@ -9,7 +9,7 @@ Random-init weights (speed does not depend on them) at the size of the config/ti
 (4 layers, 4 heads, width 256, vocab 50304), with block_size raised to prompt + new tokens (128 -> 288) so
 that no step crops the context.
 Prints one markdown row per variant x dtype: new tokens/s over the batch (median of repeats, min-max) without
-the cache, with it (eager), and with it and the one-token step compiled (sample.compiled_decoder), each speedup
+the cache, with it (eager), and with it and the one-token step compiled (generate.compiled_decoder), each speedup
 over the uncached path; the compile time (first run minus a compiled run) and the compiled speedup when the
 compile is counted in a single run; whether the cached outputs equal the uncached ones (eager, compiled); the
 time of the LM head alone on one position (paid once per step by every path) and the speedup bound it sets for
@@ -27,7 +27,7 @@ import torch
 import utils
 from configurator import build, parse_args, read_config_file
 from model import PRESETS, GPT, GPTConfig
-from sample import compiled_decoder, generate_all
+from generate import compiled_decoder, generate_all
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
 

@@ -1,5 +1,5 @@
 """
-Evaluation throughput: scored choices per second of eval.py's harness adapter on the local multiple-choice task
+Evaluation throughput: scored choices per second of evaluation.py's harness adapter on the local multiple-choice task
 (evals/tinystories_endings, 160 (context, ending) pairs) for a *_cpu.py-sized model (4 layers, width 256,
 T 128, GPT-2 vocabulary; random weights: the speed does not depend on them), per variant and batch size.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-import eval as evaluation
+import evaluation
 import utils
 from model import GPT, PRESETS, GPTConfig
 

@@ -3,7 +3,8 @@ Compare update-rule variants: train them on identical data and seeds (or read fi
 results table (Markdown + JSON, Welch t-test against the baseline) and PNG plots, from metrics.jsonl files only.
 
     python -m studies.compare --config config/tinystories_baseline_cpu.py --variants baseline,polyak,yuriiformer \\
-        --seeds 0,1,2 --root out-compare --out studies/results/cpu300/variants -- --max_iters=1000
+        --seeds 0,1,2 --root out-compare --out studies/results/cpu300/variants -- --max_iters=1000 --lr_decay_iters=300 \\
+        --eval_interval=50 --shortlist=0 --compile=True
     python -m studies.compare --root out-compare --out studies/results/cpu300/variants          # analyse existing runs only
     python -m studies.compare --run baseline=out-tinystories-baseline --run yuriiformer=out-tinystories-nesterov
     python -m studies.compare --config config/tinystories_baseline.py --variants baseline,yuriiformer --seeds 0 \\

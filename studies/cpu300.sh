@@ -21,7 +21,7 @@ VARIANTS="baseline gd_euler polyak yuriiformer nesterov_euler imex imex2 ngpt"
 GEOMETRIES="none-none stiefel-stiefel stiefel-dgram dgram-stiefel"
 COMMON="config/tinystories_baseline_cpu.py --dataset=tinystories_top4096 --vocab_size=4096 --n_embd=128
         --max_iters=300 --lr_decay_iters=300 --warmup_iters=30 --eval_interval=25 --eval_iters=8 --log_interval=25
-        --spectral_interval=50 --compile=False --always_save_checkpoint=False --dtype=bfloat16"
+        --spectral_interval=50 --compile=False --always_save_checkpoint=False --dtype=bfloat16 --shortlist=0"
 ML="--multilevel_levels=2 --multilevel_cycle=[4,4] --multilevel_until=225"
 # SOURCE: TinyStories text (default: the embedded sample); the committed records (studies/results/cpu300) were made
 # from a local folder of six TinyStories files (13,279 documents, 2.73M train tokens), of which the sample keeps five.

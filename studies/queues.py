@@ -71,7 +71,7 @@ DGRAM_MODULE = {"stiefel-dgram": "mlp", "dgram-stiefel": "attn"}
 GEOMETRY_DATA = "data/tinystories_study_top4096"
 GEOMETRY_COMMON = (f"config/tinystories_baseline_cpu.py --data_dir={GEOMETRY_DATA} --vocab_size=4096 --n_embd=128 "
                    "--batch_size=8 --dtype=float32 --compile=False --always_save_checkpoint=False "
-                   "--optimizer=manifold_muon --mm_init=reference --mm_retraction=reference --eval_iters=16")
+                   "--optimizer=manifold_muon --mm_init=reference --mm_retraction=reference --eval_iters=16 --shortlist=0")
 GEOMETRY_SWEEP = "--max_iters=500 --lr_decay_iters=500 --warmup_iters=50 --eval_interval=100 --log_interval=50 --seed=0"
 GEOMETRY_STEPS, GEOMETRY_LONG = 1500, 6000
 GEOMETRY_MAIN = "--warmup_iters=150 --eval_interval=100 --log_interval=25 --spectral_interval=100"
@@ -165,7 +165,7 @@ def _landed_values(study, prefix):
 ML_COMMON = ("config/tinystories_baseline_cpu.py --data_dir=data/tinystories_study_top4096 --vocab_size=4096 "
              "--n_layer=12 --n_head=8 --n_embd=256 --block_size=64 --batch_size=8 --dtype=float32 --compile=False "
              "--always_save_checkpoint=False --optimizer=sgd --sgd_momentum=0.9 --weight_decay=0.0 --grad_clip=1.0 "
-             "--warmup_iters=100")
+             "--warmup_iters=100 --shortlist=0 --lr_decay_iters=300")
 ML_LRS, ML_LR_RANGE, ML_TIE = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8), (0.003125, 3.2), 0.01
 ML_LEVELS = "--multilevel_levels=2 --multilevel_until=2400 --eval_coarse=True"
 ML_CORRECTION = "--multilevel_correction=1.0 --multilevel_correction_batches=4"
@@ -240,7 +240,7 @@ ML_BRACKET_ARMS, ML_BRACKET = ("single", "plain"), (0.5, 2.0)
 VT_DATA = "data/tinystories_study_top4096"
 VT_COMMON = ("config/tinystories_baseline_cpu.py --vocab_size=4096 --n_embd=128 --batch_size=8 --dtype=float32 "
              f"--compile=False --always_save_checkpoint=False --data_dir={VT_DATA} --max_iters=1500 "
-             "--lr_decay_iters=1500 --warmup_iters=150 --eval_interval=100 --eval_iters=16 --log_interval=25")
+             "--lr_decay_iters=1500 --warmup_iters=150 --eval_interval=100 --eval_iters=16 --log_interval=25 --shortlist=0")
 VT_ARMS = {"baseline": "--variant=baseline", "baseline_embed": "--variant=baseline --embed_extra=True",
            "yuriiformer": "--variant=yuriiformer", "yuriiformer_v0zero": "--variant=yuriiformer --v0=zero",
            "polyak": "--variant=polyak", "nesterov_euler": "--variant=nesterov_euler"}

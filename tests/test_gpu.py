@@ -10,7 +10,7 @@ import optim
 import train
 from manifold import ManifoldMuon
 from model import GPT, PRESETS, GPTConfig
-from sample import compiled_decoder, generate_all
+from generate import compiled_decoder, generate_all
 from tests.helpers import args, metrics, run, torchrun, train_losses
 
 pytestmark = pytest.mark.gpu

@@ -9,7 +9,7 @@ import torch
 import train
 from manifold import MUON_NS, ManifoldMuon, msign, project, retract, rms, tall, tangent_direction
 from model import GPT, GPTConfig
-from runlog import attention_logit_max, violation
+from diagnostics import attention_logit_max, violation
 from tests.helpers import args as train_args
 from tests.helpers import assert_config_error, metrics, run, torchrun
 

@@ -1,4 +1,4 @@
-"""sample.py: KV-cached decoding equals the full forward for every variant; sampling, streaming and errors."""
+"""generate.py and sample.py: KV-cached decoding equals the full forward for every variant; sampling, streaming and errors."""
 
 import itertools
 from dataclasses import asdict
@@ -6,6 +6,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
+import generate
 import sample
 from model import GPT, PRESETS, GPTConfig
 
@@ -64,8 +65,8 @@ def test_cached_logits_equal_full_forward(variant):
 def test_greedy_same_with_and_without_cache(variant):
     model, crops = tiny_model(variant), []
     prompt = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(2))
-    fast = sample.generate_all(model, prompt, 40, top_k=1, on_crop=crops.append)  # 47 > block_size: crops
-    slow = sample.generate_all(model, prompt, 40, top_k=1, use_cache=False, on_crop=crops.append)
+    fast = generate.generate_all(model, prompt, 40, top_k=1, on_crop=crops.append)  # 47 > block_size: crops
+    slow = generate.generate_all(model, prompt, 40, top_k=1, use_cache=False, on_crop=crops.append)
     assert fast.shape == (2, 47) and torch.equal(fast, slow)
     assert crops == [TINY["block_size"]] * 2  # the notice comes once per call
 
@@ -76,7 +77,7 @@ def test_compiled_decoder():
     torch._dynamo.reset()  # graphs of GPT.forward compiled by other tests would count as earlier compiles
     model = tiny_model("yuriiformer")
     idx = torch.randint(0, 64, (2, TINY["block_size"]), generator=torch.Generator().manual_seed(3))
-    decode = sample.compiled_decoder(model)
+    decode = generate.compiled_decoder(model)
     with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
         full, _ = model(idx, targets=idx)  # (B, T, V)
         cache = model.new_cache(2, dtype=torch.float32)
@@ -84,31 +85,31 @@ def test_compiled_decoder():
         steps = [decode(idx[:, t:t + 1].contiguous(), cache)[0][:, -1] for t in range(5, TINY["block_size"])]
         torch.testing.assert_close(torch.stack(steps, 1), full[:, 5:], atol=1e-5, rtol=1e-5)
         prompt = idx[:, :7]
-        fast = sample.generate_all(model, prompt, 40, top_k=1, decode=decode, on_crop=None)  # crosses block_size
-    assert torch.equal(fast, sample.generate_all(model, prompt, 40, top_k=1, use_cache=False, on_crop=None))
+        fast = generate.generate_all(model, prompt, 40, top_k=1, decode=decode, on_crop=None)  # crosses block_size
+    assert torch.equal(fast, generate.generate_all(model, prompt, 40, top_k=1, use_cache=False, on_crop=None))
 
 
 def test_long_prompt_is_cropped():
     model, crops = tiny_model("yuriiformer"), []
     prompt = torch.randint(0, 64, (1, 40))
-    out = sample.generate_all(model, prompt, 3, top_k=1, on_crop=crops.append)
+    out = generate.generate_all(model, prompt, 3, top_k=1, on_crop=crops.append)
     assert out.shape == (1, 43) and crops == [32]
-    assert torch.equal(out, sample.generate_all(model, prompt, 3, top_k=1, use_cache=False, on_crop=None))
+    assert torch.equal(out, generate.generate_all(model, prompt, 3, top_k=1, use_cache=False, on_crop=None))
 
 
 @pytest.mark.parametrize("variant", ["yuriiformer", "ngpt", "imex2"])
 def test_bf16_autocast_cache(variant):
     model = tiny_model(variant)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert sample.cache_dtype(model, "cpu") == torch.bfloat16
-        out = sample.generate_all(model, torch.zeros(1, 3, dtype=torch.long), 10, top_k=5)
+        assert generate.cache_dtype(model, "cpu") == torch.bfloat16
+        out = generate.generate_all(model, torch.zeros(1, 3, dtype=torch.long), 10, top_k=5)
     assert out.shape == (1, 13)
 
 
 def test_same_seed_same_samples():
     model = tiny_model("yuriiformer")
     prompt = torch.zeros(3, 2, dtype=torch.long)
-    run = lambda seed: sample.generate_all(model, prompt, 20, temperature=1.5, top_k=50, top_p=0.95,  # noqa: E731
+    run = lambda seed: generate.generate_all(model, prompt, 20, temperature=1.5, top_k=50, top_p=0.95,  # noqa: E731
                                            generator=torch.Generator().manual_seed(seed))
     assert torch.equal(run(7), run(7))
     assert not torch.equal(run(7), run(8))
@@ -116,14 +117,14 @@ def test_same_seed_same_samples():
 
 def test_filter_logits():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    keep = lambda **kw: torch.isfinite(sample.filter_logits(logits, **kw))[0].tolist()  # noqa: E731
+    keep = lambda **kw: torch.isfinite(generate.filter_logits(logits, **kw))[0].tolist()  # noqa: E731
     assert keep(top_k=2) == [True, True, False, False]
     assert keep(top_p=0.5) == [True, False, False, False]
     assert keep(top_p=0.79) == [True, True, False, False]
     assert keep(top_p=0.81) == [True, True, True, False]
     assert keep(top_p=1.0) == [True] * 4
-    assert torch.allclose(sample.filter_logits(logits, temperature=2.0), logits / 2)
-    assert sample.next_token(torch.tensor([[0.0, 3.0, 1.0]]), top_k=1).item() == 1  # greedy
+    assert torch.allclose(generate.filter_logits(logits, temperature=2.0), logits / 2)
+    assert generate.next_token(torch.tensor([[0.0, 3.0, 1.0]]), top_k=1).item() == 1  # greedy
 
 
 @pytest.mark.parametrize("kw, msg", [(dict(temperature=0.0), "temperature=0.0 must be > 0"),
@@ -131,8 +132,8 @@ def test_filter_logits():
                                      (dict(top_p=0.0), "top_p=0.0 must be in (0, 1]"),
                                      (dict(top_p=1.5), "top_p=1.5 must be in (0, 1]")])
 def test_generate_rejects_bad_parameters(kw, msg):
-    with pytest.raises(sample.SampleError, match=msg.replace("(", r"\(").replace(")", r"\)")):
-        next(sample.generate(tiny_model("baseline"), torch.zeros(1, 1, dtype=torch.long), 1, **kw))
+    with pytest.raises(generate.SampleError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        next(generate.generate(tiny_model("baseline"), torch.zeros(1, 1, dtype=torch.long), 1, **kw))
 
 
 # ---- the command line: checkpoints, tokenizer, streaming, errors ----
