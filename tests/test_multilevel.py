@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import multilevel
-import train
+import trainer
 from model import CHOICES, GPT, PRESETS, GPTConfig
 from optim import build_optimizers
 from tests.helpers import args, assert_config_error, metrics, run, torchrun, train_losses
@@ -82,7 +82,7 @@ def test_coarse_forward_is_the_small_model_with_scaled_steps(variant):
 def test_a_coarse_step_changes_exactly_the_selected_layers_and_the_shared_weights(optimizer):
     torch.manual_seed(0)
     model = GPT(GPTConfig(**SMALL, **PRESETS["yuriiformer"]))
-    opts = build_optimizers(model, train.TrainConfig(optimizer=optimizer, weight_decay=0.1, learning_rate=1e-2))
+    opts = build_optimizers(model, trainer.TrainConfig(optimizer=optimizer, weight_decay=0.1, learning_rate=1e-2))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     idx = torch.randint(0, 64, (4, 16))
     model(idx, idx, level=1, offset=1)[1].backward()
@@ -114,7 +114,7 @@ def stepped(optimizer="muon", steps=1, seed=0):
     """A small model and its optimizers after `steps` steps on random tokens."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(**SMALL))
-    opts = build_optimizers(model, train.TrainConfig(optimizer=optimizer))
+    opts = build_optimizers(model, trainer.TrainConfig(optimizer=optimizer))
     for _ in range(steps):
         idx = torch.randint(0, 64, (2, 16))
         model(idx, idx)[1].backward()
@@ -129,7 +129,7 @@ def test_full_reset_restores_a_fresh_optimizer_state(optimizer):
     """After reset_state the next step is the one a freshly built optimizer takes (AdamW's step counter too)."""
     model, opts = stepped(optimizer, steps=3)
     fresh = copy.deepcopy(model)
-    fresh_opts = build_optimizers(fresh, train.TrainConfig(optimizer=optimizer))
+    fresh_opts = build_optimizers(fresh, trainer.TrainConfig(optimizer=optimizer))
     multilevel.reset_state(opts)
     assert all(not opt.state for opt in opts)
     idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
@@ -249,7 +249,7 @@ ML = dict(n_layer=4, multilevel_levels=3, multilevel_cycle=[2, 1, 1], max_iters=
 def test_flops_follow_the_active_depth(toy, tmp_path):
     run(args(toy, tmp_path, variant="yuriiformer", **ML))
     recs = [r for r in metrics(tmp_path) if r["kind"] == "train"]
-    c = train.TrainConfig(**{k: v for k, v in ML.items() if k.startswith("multilevel")})
+    c = trainer.TrainConfig(**{k: v for k, v in ML.items() if k.startswith("multilevel")})
     model = GPT(GPTConfig(**{**SMALL, "block_size": 32}, **PRESETS["yuriiformer"]))
     levels = [multilevel.level_at(i, c)[0] for i in range(9)]
     assert [r["level"] for r in recs] == levels == [2, 1, 0, 0, 2, 1, 0, 0, 2]
