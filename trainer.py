@@ -268,9 +268,11 @@ def init_model(cfg, mcfg, raw):
 
 
 class Stop:
-    """SIGTERM/SIGINT set a flag (while entered); the loop finishes its step, saves a checkpoint and exits 0."""
+    """SIGTERM/SIGINT set a flag (while entered); the loop finishes its step (under DDP: steps on to the next log
+    step, where the ranks agree), saves a checkpoint and exits 0."""
 
-    requested = False
+    def __init__(self):
+        self.requested, self.previous = False, {}
 
     def __enter__(self):
         self.requested = False
@@ -375,7 +377,8 @@ class Trainer:
             self.lock.release()
             raise
         self.loss_sum = torch.zeros((), device=d.device)  # summed micro-step losses since the last log line
-        self.t_log, self.it_log, self.f_log, self.paused = time.time(), self.it, self.flops, 0.0  # ...and at it
+        # time, iteration and FLOPs at the last log line; seconds since then that are not step time (evaluations)
+        self.t_log, self.it_log, self.f_log, self.paused = time.time(), self.it, self.flops, 0.0
 
     def load_state(self, ckpt):
         """Optimizer, scaler, counters, data position and RNG of a train.py checkpoint (resume)."""
