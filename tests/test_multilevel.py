@@ -213,6 +213,44 @@ def test_coherence_term_averaged_over_batches():
         torch.testing.assert_close(v, 0.5 * (sum(g[p] for g in coarse) / 3 - fine_mean[p]), rtol=1e-5, atol=1e-7)
 
 
+def test_multilevel_object_runs_the_schedule_and_corrects_to_the_fine_gradient():
+    """The trainer's interface: before_step(it) is level_at(it); at a coarse phase's start with tau = 1,
+    before_backward + the coarse backward + on_grads leave the fine gradient in p.grad (MG/OPT's coherence at the
+    shared point); the term survives state_dict/load_state_dict."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL))
+    params = list(model.parameters())
+    cfg = trainer.TrainConfig(multilevel_levels=2, multilevel_cycle=(2, 1), multilevel_correction=1.0)
+    ml = multilevel.Multilevel(cfg, build_optimizers(model, cfg), params)
+    assert [ml.before_step(i) for i in range(6)] == [multilevel.level_at(i, cfg) for i in range(6)] == \
+        [(1, 0), (0, 0), (0, 0), (1, 1), (0, 0), (0, 0)]
+    x = torch.randint(0, 64, (2, 16))
+    model(x, x)[1].backward()
+    fine = {p: p.grad.clone() for p in params}
+    model.zero_grad(set_to_none=True)
+
+    def mean_grad(sets, level, offset):
+        for batches in sets:
+            for xb, yb in batches:
+                model(xb, yb, level=level, offset=offset)[1].backward()
+        out = {p: p.grad / len(sets) for p in params if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    assert ml.before_step(3) == (1, 1) and ml.phase_start
+    ml.before_backward([(x, x)], None, mean_grad)  # k = 1: no extra batches
+    model(x, x, level=1, offset=1)[1].backward()
+    ml.on_grads()
+    coarse = [p for p in params if p.grad is not None]
+    assert 0 < len(coarse) < len(params)
+    for p in coarse:
+        torch.testing.assert_close(p.grad, fine[p], rtol=1e-5, atol=1e-6)
+    restored = multilevel.Multilevel(cfg, ml.optimizers, params)
+    restored.load_state_dict(ml.state_dict())
+    assert restored.coherence.v.keys() == ml.coherence.v.keys()
+    assert all(torch.equal(restored.coherence.v[p], v) for p, v in ml.coherence.v.items())
+
+
 def test_coherence_batches_cost_their_flops(toy, tmp_path):
     """Each coarse phase start pays k fine and k - 1 extra coarse passes, on top of the step itself."""
     kw = dict(n_layer=4, multilevel_levels=2, multilevel_cycle=[2, 2], max_iters=8, eval_interval=8,
