@@ -43,7 +43,7 @@ def problems(cfg, n_layer=None):
         out.append(f"multilevel_until={cfg.multilevel_until} must be >= 0 (0: no limit)")
     if cfg.multilevel_momentum not in MOMENTA:
         out.append(f"multilevel_momentum={cfg.multilevel_momentum!r}: choose one of {', '.join(MOMENTA)}")
-    if getattr(cfg, "multilevel_correction_batches", 1) < 1:
+    if cfg.multilevel_correction_batches < 1:
         out.append(f"multilevel_correction_batches={cfg.multilevel_correction_batches} must be >= 1")
     if m <= 1 and (cfg.multilevel_momentum != "keep" or cfg.multilevel_correction):
         out.append("multilevel_momentum and multilevel_correction need multilevel_levels > 1")

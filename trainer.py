@@ -6,6 +6,7 @@ A run is Trainer(cfg, mcfg, raw).run(stop): evaluate/save on schedule, step, log
 run directory gets config.json, metrics.jsonl (runlog.py) and ckpt.pt / best.pt (checkpoint.py); multilevel
 training (multilevel.py) is one object the step asks which level to run and hands the gradients to.
 """
+
 import json
 import math
 import os
@@ -367,7 +368,6 @@ class Trainer:
         self.tokens_per_iter = cfg.gradient_accumulation_steps * B * self.T
         self.peak = utils.peak_flops(d.device, d.world)
         self.evaluated, self.last_eval_seconds = -1, 0.0  # the iteration of the last evaluation and its duration
-        self.level = (0, 0)  # the (level, offset) of the last step
         self.bar, self.it_start = None, self.it  # the progress bar until the next log line; the first iteration run
         self.start = time.time()
         self.lock = utils.DirLock(self.out_dir) if d.master else None  # a second run on this out_dir is refused
@@ -527,8 +527,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         self.raw_model.normalize_weights()  # nGPT: back onto the sphere (no-op for GPT)
         self.it += 1
-        self.flops += self.tokens_per_iter * self.raw_model.flops_per_token(self.T, level)
-        self.level = level, offset
+        self.flops += self.tokens_per_iter * self.raw_model.flops_per_token(self.T, level)  # the active depth's
 
     def log_train(self):
         """The train record: mean loss, step time and throughput since the last one (evaluations excluded)."""
@@ -548,7 +547,7 @@ class Trainer:
             print(f"iter {self.it}/{cfg.max_iters}: loss {loss:.4f}, {1000 * dt / steps:.1f} ms/iter, {tok_s:,.0f} tok/s, "
                   f"lr {lr:.2e}" + (f", mfu {100 * mfu:.2f}%" if mfu else "") + f", ETA {utils.duration(eta)}")
             self.log.log("train", **self.stamp(), loss=loss, lr=lr, tok_per_s=tok_s, ms_per_iter=1000 * dt / steps,
-                         mfu=mfu, level=self.level[0], offset=self.level[1])
+                         mfu=mfu, level=self.multilevel.level[0], offset=self.multilevel.level[1])
         self.loss_sum.zero_()
         self.t_log, self.it_log, self.f_log, self.paused = time.time(), self.it, self.flops, 0.0
 
