@@ -15,6 +15,8 @@ pure function of the iteration number, so resuming in the middle of a cycle cont
 - multilevel_momentum: the optimizer state at a level switch is kept (shared moments), reset (a fresh state, step
   counts too) or kept per level (LevelStates). multilevel_correction = tau > 0: coarse phases minimise
   f_H - <v, .> with MG/OPT's first-order coherence term v (Coherence).
+
+The trainer sees all of this through one Multilevel object (before_step, before_backward, on_grads, state_dict).
 """
 
 from collections import defaultdict
@@ -41,7 +43,7 @@ def problems(cfg, n_layer=None):
         out.append(f"multilevel_until={cfg.multilevel_until} must be >= 0 (0: no limit)")
     if cfg.multilevel_momentum not in MOMENTA:
         out.append(f"multilevel_momentum={cfg.multilevel_momentum!r}: choose one of {', '.join(MOMENTA)}")
-    if getattr(cfg, "multilevel_correction_batches", 1) < 1:
+    if cfg.multilevel_correction_batches < 1:
         out.append(f"multilevel_correction_batches={cfg.multilevel_correction_batches} must be >= 1")
     if m <= 1 and (cfg.multilevel_momentum != "keep" or cfg.multilevel_correction):
         out.append("multilevel_momentum and multilevel_correction need multilevel_levels > 1")
@@ -82,6 +84,73 @@ def level_at(it, cfg):
 def switched(it, cfg):
     """Whether iteration it runs another level than iteration it - 1."""
     return it > 0 and level_at(it, cfg)[0] != level_at(it - 1, cfg)[0]
+
+
+class Multilevel:
+    """Multilevel training as a training step sees it, one call each before the backward, after it and at a save:
+
+        level, offset = ml.before_step(it)           # the network to run; the optimizer state switched at a new level
+        ml.before_backward(batches, next_batches, mean_grad)   # a coarse phase's start: fine gradients (correction)
+        ... backward of the (level, offset) network over batches ...
+        ml.on_grads()                                # the coherence term subtracted from the coarse gradients
+
+    and state_dict()/load_state_dict() for what the optimizers' own state does not hold. With multilevel_levels=1
+    every step is (0, 0) and the calls do nothing."""
+
+    def __init__(self, cfg, optimizers, params):
+        self.cfg, self.optimizers, self.params = cfg, optimizers, list(params)
+        self.levels = LevelStates() if cfg.multilevel_momentum == "per_level" else None
+        self.coherence = Coherence(cfg.multilevel_correction) if cfg.multilevel_correction else None
+        self.level, self.phase_start = (0, 0), False  # this step's (level, offset); whether a coarse phase starts
+        self.fine, self.coarse_extra = {}, {}  # a phase start's gradients {param: mean grad}, until on_grads
+
+    def before_step(self, it):
+        """(level, offset) of iteration it; at a level change the optimizer state is kept, reset or swapped for the
+        new level's own (multilevel_momentum)."""
+        cfg = self.cfg
+        level, offset = level_at(it, cfg)
+        previous = level_at(it - 1, cfg) if it > 0 else None
+        if previous is not None and previous[0] != level:
+            if cfg.multilevel_momentum == "reset":
+                reset_state(self.optimizers)
+            elif cfg.multilevel_momentum == "per_level":
+                self.levels.switch(self.optimizers, previous[0], level)
+        self.level, self.phase_start = (level, offset), level > 0 and previous != (level, offset)
+        return self.level
+
+    def before_backward(self, batches, next_batches, mean_grad):
+        """At a coarse phase's start with the correction (k = multilevel_correction_batches): the fine gradients at
+        the shared point over this step's batches and k - 1 more from next_batches(), and the coarse ones over those
+        k - 1; mean_grad(sets, level, offset) -> {param: gradient averaged over the sets}, leaving p.grad empty."""
+        if self.coherence is None or not self.phase_start:
+            return
+        extra = [next_batches() for _ in range(self.cfg.multilevel_correction_batches - 1)]
+        self.fine = mean_grad([batches] + extra, 0, 0)
+        self.coarse_extra = mean_grad(extra, *self.level) if extra else {}
+
+    def on_grads(self):
+        """p.grad of a coarse step minus the coherence term v, which a phase start first computes from them."""
+        if self.coherence is None or self.level[0] == 0:
+            return
+        if self.phase_start:
+            self.coherence.start(self.params, self.fine, self.coarse_extra, self.cfg.multilevel_correction_batches)
+            self.fine, self.coarse_extra = {}, {}
+        self.coherence.apply(self.params)
+
+    def state_dict(self):
+        """The per-level optimizer states and the coherence term, by parameter index."""
+        out = {}
+        if self.levels is not None:
+            out["levels"] = self.levels.state_dict(self.optimizers)
+        if self.coherence is not None:
+            out["coherence"] = self.coherence.state_dict(self.params)
+        return out
+
+    def load_state_dict(self, saved):
+        if self.levels is not None:
+            self.levels.load_state_dict(self.optimizers, saved.get("levels", {}))
+        if self.coherence is not None:
+            self.coherence.load_state_dict(self.params, saved.get("coherence", {}))
 
 
 def reset_state(optimizers):

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import runlog
-import train
+import trainer
 import utils
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +93,8 @@ def tiny_run(data, out, device, dtype, steps, schedule):
             f"--eval_interval={steps}", "--eval_iters=2", "--log_interval=1", "--variant=yuriiformer",
             "--optimizer=adamw", "--learning_rate=3e-3", "--min_lr=3e-4", f"--device={device}", f"--dtype={dtype}",
             "--tf32=False", "--always_save_checkpoint=False"]
-    cfg, mcfg, raw = train.load_config(argv)
-    train.train(cfg, mcfg, raw)
+    cfg, mcfg, raw = trainer.load_config(argv)
+    trainer.train(cfg, mcfg, raw)
     return [r["loss"] for r in runlog.Run(out).of("train")]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-import train
+import trainer
 import utils
 from data.loader import BinLoader
 from model import GPT
@@ -88,7 +88,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    cfg, mcfg, _ = train.load_config([a.config, *a.overrides])
+    cfg, mcfg, _ = trainer.load_config([a.config, *a.overrides])
     base = GPT(mcfg)
     grads, fwd_bwd = gradients(base, cfg, mcfg)
     rows = {}

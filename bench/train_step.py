@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import runlog
-import train
+import trainer
 import utils
 from bench.nanogpt_ref import RefConfig, RefGPT
 
@@ -66,7 +66,7 @@ def nanogpt_style(cfg, mcfg, data_dir, steps, dtype):
     for it in range(steps):
         t0 = time.time()
         for g in opt.param_groups:
-            g["lr"] = cfg.learning_rate * train.lr_factor(it, cfg)
+            g["lr"] = cfg.learning_rate * trainer.lr_factor(it, cfg)
         for _ in range(cfg.gradient_accumulation_steps):
             with ctx:
                 _, loss = model(x, y)
@@ -85,7 +85,7 @@ def nanogpt_style(cfg, mcfg, data_dir, steps, dtype):
 def main(argv):
     steps = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--steps=")), 30)
     argv = [a for a in argv if not a.startswith("--steps=")]
-    cfg, mcfg, _ = train.load_config(argv)
+    cfg, mcfg, _ = trainer.load_config(argv)
     utils.setup_runtime("cpu")
     dtype = utils.resolve_dtype(cfg.dtype, "cpu")
     data_dir = cfg.data_dir or str(ROOT / "data" / cfg.dataset)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-import train
+import trainer
 import utils
 from studies.runner import Job, Study, append_line, bracket, read_lines
 
@@ -136,11 +136,11 @@ def train_once(keys, data_dir):
     import tempfile
     with tempfile.TemporaryDirectory() as out:
         argv = [f"--{k}={v}" for k, v in {**keys, "data_dir": data_dir, "out_dir": out}.items()]
-        cfg, mcfg, raw = train.load_config(argv)
+        cfg, mcfg, raw = trainer.load_config(argv)
         t0 = time.time()
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                s = train.train(cfg, mcfg, raw)
+                s = trainer.train(cfg, mcfg, raw)
         except FloatingPointError:
             return math.inf, time.time() - t0
         return s["final_val_loss"], s["wall_time"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import runlog
-import train
+import trainer
 from configurator import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +33,8 @@ def args(toy, out, **kw):
 
 def run(argv, **kw):
     """Train in this process; returns the summary."""
-    cfg, mcfg, raw = train.load_config(argv)
-    return train.train(cfg, mcfg, raw, **kw)
+    cfg, mcfg, raw = trainer.load_config(argv)
+    return trainer.train(cfg, mcfg, raw, **kw)
 
 
 def metrics(out):
@@ -48,7 +48,7 @@ def train_losses(out):
 def assert_config_error(argv, message):
     """load_config(argv) raises a one-line ConfigError containing message."""
     with pytest.raises(ConfigError) as e:
-        train.load_config(argv)
+        trainer.load_config(argv)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 

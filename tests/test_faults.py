@@ -11,14 +11,14 @@ import pytest
 import torch
 
 import checkpoint
-import train
+import trainer
 from tests.helpers import ROOT, args, assert_config_error, metrics, run
 
 
 def main_error(argv, capsys):
-    """train.main(argv): (exit code, the one stderr line)."""
+    """trainer.main(argv): (exit code, the one stderr line)."""
     with pytest.raises(SystemExit) as e:
-        train.main(argv)
+        trainer.main(argv)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: "), err
     return e.value.code, err.strip()
@@ -93,18 +93,18 @@ def test_non_finite_and_negative_floats(value, message):
 
 def test_every_problem_in_one_line():
     assert_config_error(["--batch_size=0", "--n_embd=30", "--n_head=4", "--muon_lr=-1"],
-                        "batch_size=0 must be >= 1; muon_lr=-1.0 must be >= 0; n_embd=30 must be divisible by n_head=4")
+                        "n_embd=30 must be divisible by n_head=4; batch_size=0 must be >= 1; muon_lr=-1.0 must be >= 0")
 
 
 def test_step_time_excludes_evaluation(toy, tmp_path, monkeypatch):
-    evaluate = train.evaluate
+    evaluate = trainer.evaluate
 
     def slow(*a, **k):
         import time
         time.sleep(2.0)
         return evaluate(*a, **k)
 
-    monkeypatch.setattr(train, "evaluate", slow)
+    monkeypatch.setattr(trainer, "evaluate", slow)
     run(args(toy, tmp_path, max_iters=6, eval_interval=3, log_interval=3))
     recs = metrics(tmp_path)
     steps = [r["ms_per_iter"] for r in recs if r["kind"] == "train"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import optim
-import train
+import trainer
 from manifold import ManifoldMuon
 from model import GPT, PRESETS, GPTConfig
 from generate import compiled_decoder, generate_all
@@ -29,9 +29,9 @@ def test_mixed_precision_training_steps(toy, tmp_path, dtype, variant):
 
 def test_fused_adamw_and_torch_muon_on_cuda():
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=64)).cuda()
-    adamw = optim.build_optimizers(model, train.TrainConfig(optimizer="adamw"), "cuda")[0]
+    adamw = optim.build_optimizers(model, trainer.TrainConfig(optimizer="adamw"), "cuda")[0]
     assert adamw.defaults.get("fused") is True
-    muon = optim.build_optimizers(model, train.TrainConfig(optimizer="muon"), "cuda")
+    muon = optim.build_optimizers(model, trainer.TrainConfig(optimizer="muon"), "cuda")
     assert type(muon[0]) is torch.optim.Muon  # bf16 is native on CUDA: torch's own Muon
     x = torch.randint(0, 64, (4, 32), device="cuda")
     model(x, x)[1].backward()

@@ -18,9 +18,6 @@ SCRIPTS = ["train.py", "sample.py", "eval.py", "export.py",
            *(p.relative_to(ROOT).as_posix() for p in sorted(ROOT.glob("data/*/prepare.py")))]
 NAMES = {path.removesuffix(".py").replace("/", ".") for path in SCRIPTS}  # train, bench.decode, data.tinystories.prepare
 # still importing train.py, until its Trainer moves into a module (issue 37): remove them from here then
-PENDING = {"bench/gpu_check.py", "bench/optimizer_step.py", "bench/train_step.py"}
-
-
 def imported(path):
     """Every module name the file imports (import a.b; from a.b import c -> a.b and a.b.c)."""
     out = set()
@@ -37,8 +34,7 @@ def test_the_script_list():
     assert "bench.nanogpt_ref" not in NAMES and all(is_script(ROOT / p) for p in SCRIPTS)
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(reason="imports train.py")) if p in PENDING else p
-                                  for p in SCRIPTS])
+@pytest.mark.parametrize("path", SCRIPTS)
 def test_no_script_imports_a_script(path):
     scripts = sorted(imported(path) & NAMES)
     assert not scripts, f"{path} imports the script(s) {scripts}: move what it uses into a module"

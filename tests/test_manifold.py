@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import train
+import trainer
 from manifold import MUON_NS, ManifoldMuon, msign, project, retract, rms, tall, tangent_direction
 from model import GPT, GPTConfig
 from diagnostics import attention_logit_max, violation
@@ -148,7 +148,7 @@ def test_fp32_muon_step_matches_torch_muon_and_auto_picks_it_without_native_bf16
     for p, q, b in zip(ours, ref, before):
         assert ((p - b) - (q - b)).norm() < 0.02 * (q - b).norm()
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
-    cfg = train.TrainConfig(optimizer="muon")
+    cfg = trainer.TrainConfig(optimizer="muon")
     for native, kind in ((False, ManifoldMuon), (True, torch.optim.Muon)):
         monkeypatch.setattr(utils, "fast_bf16", lambda device, native=native: native)
         assert type(optim.build_optimizers(model, cfg)[0]) is kind

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import multilevel
-import train
+import trainer
 from model import CHOICES, GPT, PRESETS, GPTConfig
 from optim import build_optimizers
 from tests.helpers import args, assert_config_error, metrics, run, torchrun, train_losses
@@ -82,7 +82,7 @@ def test_coarse_forward_is_the_small_model_with_scaled_steps(variant):
 def test_a_coarse_step_changes_exactly_the_selected_layers_and_the_shared_weights(optimizer):
     torch.manual_seed(0)
     model = GPT(GPTConfig(**SMALL, **PRESETS["yuriiformer"]))
-    opts = build_optimizers(model, train.TrainConfig(optimizer=optimizer, weight_decay=0.1, learning_rate=1e-2))
+    opts = build_optimizers(model, trainer.TrainConfig(optimizer=optimizer, weight_decay=0.1, learning_rate=1e-2))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     idx = torch.randint(0, 64, (4, 16))
     model(idx, idx, level=1, offset=1)[1].backward()
@@ -114,7 +114,7 @@ def stepped(optimizer="muon", steps=1, seed=0):
     """A small model and its optimizers after `steps` steps on random tokens."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(**SMALL))
-    opts = build_optimizers(model, train.TrainConfig(optimizer=optimizer))
+    opts = build_optimizers(model, trainer.TrainConfig(optimizer=optimizer))
     for _ in range(steps):
         idx = torch.randint(0, 64, (2, 16))
         model(idx, idx)[1].backward()
@@ -129,7 +129,7 @@ def test_full_reset_restores_a_fresh_optimizer_state(optimizer):
     """After reset_state the next step is the one a freshly built optimizer takes (AdamW's step counter too)."""
     model, opts = stepped(optimizer, steps=3)
     fresh = copy.deepcopy(model)
-    fresh_opts = build_optimizers(fresh, train.TrainConfig(optimizer=optimizer))
+    fresh_opts = build_optimizers(fresh, trainer.TrainConfig(optimizer=optimizer))
     multilevel.reset_state(opts)
     assert all(not opt.state for opt in opts)
     idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
@@ -213,6 +213,44 @@ def test_coherence_term_averaged_over_batches():
         torch.testing.assert_close(v, 0.5 * (sum(g[p] for g in coarse) / 3 - fine_mean[p]), rtol=1e-5, atol=1e-7)
 
 
+def test_multilevel_object_runs_the_schedule_and_corrects_to_the_fine_gradient():
+    """The trainer's interface: before_step(it) is level_at(it); at a coarse phase's start with tau = 1,
+    before_backward + the coarse backward + on_grads leave the fine gradient in p.grad (MG/OPT's coherence at the
+    shared point); the term survives state_dict/load_state_dict."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL))
+    params = list(model.parameters())
+    cfg = trainer.TrainConfig(multilevel_levels=2, multilevel_cycle=(2, 1), multilevel_correction=1.0)
+    ml = multilevel.Multilevel(cfg, build_optimizers(model, cfg), params)
+    assert [ml.before_step(i) for i in range(6)] == [multilevel.level_at(i, cfg) for i in range(6)] == \
+        [(1, 0), (0, 0), (0, 0), (1, 1), (0, 0), (0, 0)]
+    x = torch.randint(0, 64, (2, 16))
+    model(x, x)[1].backward()
+    fine = {p: p.grad.clone() for p in params}
+    model.zero_grad(set_to_none=True)
+
+    def mean_grad(sets, level, offset):
+        for batches in sets:
+            for xb, yb in batches:
+                model(xb, yb, level=level, offset=offset)[1].backward()
+        out = {p: p.grad / len(sets) for p in params if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    assert ml.before_step(3) == (1, 1) and ml.phase_start
+    ml.before_backward([(x, x)], None, mean_grad)  # k = 1: no extra batches
+    model(x, x, level=1, offset=1)[1].backward()
+    ml.on_grads()
+    coarse = [p for p in params if p.grad is not None]
+    assert 0 < len(coarse) < len(params)
+    for p in coarse:
+        torch.testing.assert_close(p.grad, fine[p], rtol=1e-5, atol=1e-6)
+    restored = multilevel.Multilevel(cfg, ml.optimizers, params)
+    restored.load_state_dict(ml.state_dict())
+    assert restored.coherence.v.keys() == ml.coherence.v.keys()
+    assert all(torch.equal(restored.coherence.v[p], v) for p, v in ml.coherence.v.items())
+
+
 def test_coherence_batches_cost_their_flops(toy, tmp_path):
     """Each coarse phase start pays k fine and k - 1 extra coarse passes, on top of the step itself."""
     kw = dict(n_layer=4, multilevel_levels=2, multilevel_cycle=[2, 2], max_iters=8, eval_interval=8,
@@ -249,7 +287,7 @@ ML = dict(n_layer=4, multilevel_levels=3, multilevel_cycle=[2, 1, 1], max_iters=
 def test_flops_follow_the_active_depth(toy, tmp_path):
     run(args(toy, tmp_path, variant="yuriiformer", **ML))
     recs = [r for r in metrics(tmp_path) if r["kind"] == "train"]
-    c = train.TrainConfig(**{k: v for k, v in ML.items() if k.startswith("multilevel")})
+    c = trainer.TrainConfig(**{k: v for k, v in ML.items() if k.startswith("multilevel")})
     model = GPT(GPTConfig(**{**SMALL, "block_size": 32}, **PRESETS["yuriiformer"]))
     levels = [multilevel.level_at(i, c)[0] for i in range(9)]
     assert [r["level"] for r in recs] == levels == [2, 1, 0, 0, 2, 1, 0, 0, 2]

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import model as model_module
-import train
+import trainer
 from data.prepare_common import write_dataset
 from data.reduce_vocab import reduced_data
 import runlog
@@ -141,7 +141,7 @@ def test_weights_unit_norm_at_init_and_after_a_step(kw, optimizer, record_steps)
     for name, norms in embedding_norms(m).items():
         assert_unit(norms)
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    cfg = train.TrainConfig(optimizer=optimizer, learning_rate=0.05, weight_decay=0.0,
+    cfg = trainer.TrainConfig(optimizer=optimizer, learning_rate=0.05, weight_decay=0.0,
                             ref_steps=10 if kw["arch"] == "nugpt" else 0)
     opts = build_optimizers(m, cfg)
     m(tokens(), targets=tokens())[1].backward()
@@ -181,9 +181,9 @@ def test_nugpt_learning_rates_follow_the_formulas(n_embd, n_layer, ref_width, re
     kw = {**NUGPT, "n_embd": n_embd, "n_layer": n_layer, "n_head": 2, "ref_width": ref_width, "ref_depth": ref_depth}
     m = make(**kw)
     lr, muon_lr = 3e-3, 0.02
-    cfg = train.TrainConfig(optimizer=optimizer, learning_rate=lr, muon_lr=muon_lr, max_iters=max_iters,
-                            min_lr=0.0, ref_steps=ref_steps, nu_c_out=c_out, muon_dtype="bfloat16",
-                            nu_lr_scaling=scaling)
+    cfg = trainer.TrainConfig(optimizer=optimizer, learning_rate=lr, muon_lr=muon_lr, max_iters=max_iters,
+                              min_lr=0.0, ref_steps=ref_steps, nu_c_out=c_out, muon_dtype="bfloat16",
+                              nu_lr_scaling=scaling)
     m_w, m_t = (n_embd / ref_width, max_iters / ref_steps) if scaling else (1.0, 1.0)  # unscaled: c_out only
     base = lr * m_t ** (-1 / 3)
     want = {"matrix": base * m_w**-0.75, "embed": base * m_w**-0.5, "head": base * c_out * m_w**-0.75,
@@ -205,7 +205,7 @@ def test_nugpt_learning_rates_follow_the_formulas(n_embd, n_layer, ref_width, re
 @pytest.mark.parametrize("kw", [NGPT, {**TINY, "bias": False}], ids=["ngpt", "gpt"])
 def test_other_archs_have_unit_multipliers(kw):
     m = make(**kw)
-    cfg = train.TrainConfig(learning_rate=1e-3)
+    cfg = trainer.TrainConfig(learning_rate=1e-3)
     assert set(lr_multipliers(m.config, cfg).values()) == {1.0}
     opt, = build_optimizers(m, cfg)
     assert [g["group"] for g in opt.param_groups][0] == "decay"  # GPT's grouping unchanged
@@ -214,11 +214,11 @@ def test_other_archs_have_unit_multipliers(kw):
 # ----------------------------------------------------------------------------- trainer
 
 def test_normalized_defaults_no_weight_decay_no_warmup():
-    cfg, _, _ = train.load_config(["--variant=ngpt"])
+    cfg, _, _ = trainer.load_config(["--variant=ngpt"])
     assert (cfg.weight_decay, cfg.warmup_iters) == (0.0, 0)
-    cfg, _, _ = train.load_config(["--variant=ngpt", "--weight_decay=0.05", "--warmup_iters=7"])
+    cfg, _, _ = trainer.load_config(["--variant=ngpt", "--weight_decay=0.05", "--warmup_iters=7"])
     assert (cfg.weight_decay, cfg.warmup_iters) == (0.05, 7)  # explicit values win
-    cfg, _, _ = train.load_config(["--variant=baseline"])
+    cfg, _, _ = trainer.load_config(["--variant=baseline"])
     assert (cfg.weight_decay, cfg.warmup_iters) == (0.1, 100)  # GPT keeps nanoGPT's defaults
 
 
@@ -340,7 +340,7 @@ def test_relative_update_of_the_gains_per_adam_step(arch, ratio):
         kw = {**NGPT, "n_embd": width, "n_head": 2}
         kw = {**kw, "arch": "nugpt", "ref_width": 16, "ref_depth": 1} if arch == "nugpt" else kw
         m = make(**kw)
-        cfg = train.TrainConfig(learning_rate=1e-3, max_iters=100, min_lr=0.0, ref_steps=100 if arch == "nugpt" else 0,
+        cfg = trainer.TrainConfig(learning_rate=1e-3, max_iters=100, min_lr=0.0, ref_steps=100 if arch == "nugpt" else 0,
                                 weight_decay=0.0)
         opts = build_optimizers(m, cfg)
         gains = [(n, p) for n, p in m.param_groups()["scalar"] if n.endswith((".s", "s_z.s")) and "s_u" not in n]
@@ -384,7 +384,7 @@ def test_published_ngpt_architecture(kw, record_steps):
     y[:, 8:] = (y[:, 8:] + 1) % TINY["vocab_size"]
     torch.testing.assert_close(m(y, y)[0][:, :8], logits[:, :8])  # positions < 8 do not see the change
     ref_steps = 100 if kw["arch"] == "nugpt" else 0
-    opts = build_optimizers(m, train.TrainConfig(learning_rate=1e-2, weight_decay=0.0, max_iters=100, ref_steps=ref_steps))
+    opts = build_optimizers(m, trainer.TrainConfig(learning_rate=1e-2, weight_decay=0.0, max_iters=100, ref_steps=ref_steps))
     m(x, x)[1].backward()
     for opt in opts:
         opt.step()

@@ -62,9 +62,9 @@ def test_quick_start_at_toy_scale(tmp_path):
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [ROOT / "README.md", *DOCS]
 CONFIG_SCRIPTS = {  # the scripts that take --key=value through configurator.py: the dataclasses holding their keys
-    "train.py": ("train.TrainConfig", "model.GPTConfig"),
+    "train.py": ("trainer.TrainConfig", "model.GPTConfig"),
     "sample.py": ("sample.SampleConfig",),
-    "eval.py": ("eval.EvalConfig",),
+    "eval.py": ("evaluation.EvalConfig",),
     "export.py": ("export.ExportConfig",),
 }
 PASSED_ON = {"studies.compare": "train.py"}  # its arguments after a bare `--` are this script's

@@ -1,7 +1,9 @@
 """train.py: configs, every variant learning, exact resume, signals, NaN handling, DDP on CPU."""
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import train
+import trainer
 from configurator import ConfigError, read_config_file
 from model import GPT, PRESETS
 from tests.helpers import ROOT, args, assert_config_error, metrics, run, torchrun, train_losses
@@ -29,12 +31,12 @@ def test_config_file_is_parsed_not_executed(tmp_path):
 
 
 def test_overrides_win_and_types_are_checked(tmp_path):
-    cfg, mcfg, raw = train.load_config([str(ROOT / "config/tinystories_nesterov_cpu.py"), "--batch_size=3",
+    cfg, mcfg, raw = trainer.load_config([str(ROOT / "config/tinystories_nesterov_cpu.py"), "--batch_size=3",
                                         "--learning_rate=1", "--compile=True", "--dataset=owt"])
     assert (cfg.batch_size, cfg.learning_rate, cfg.compile, cfg.dataset) == (3, 1.0, True, "owt")
     assert isinstance(cfg.learning_rate, float)  # an int where a float is expected is fine
     assert (mcfg.update, mcfg.split, mcfg.lnv, mcfg.v0) == ("nesterov", "lie_trotter", True, "embed")
-    assert train.load_config(["--variant=yuriiformer", "--lnv=False"])[1].lnv is False  # explicit beats preset
+    assert trainer.load_config(["--variant=yuriiformer", "--lnv=False"])[1].lnv is False  # explicit beats preset
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -57,22 +59,22 @@ def test_config_errors_name_the_key(argv, message):
 
 def test_main_prints_one_line_error(capsys):
     with pytest.raises(SystemExit) as e:
-        train.main(["--batch_size=x"])
+        trainer.main(["--batch_size=x"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == "error: batch_size='x': expected int, got str"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.py")), ids=lambda p: p.name)
 def test_every_config_loads_and_builds_on_meta(path):
-    cfg, mcfg, _ = train.load_config([str(path)])
+    cfg, mcfg, _ = trainer.load_config([str(path)])
     with torch.device("meta"):
         model = GPT(mcfg)
     assert model.num_params() > 0 and cfg.max_iters > 0
 
 
 def test_lr_schedule():
-    cfg = train.TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
-    f = [train.lr_factor(i, cfg) for i in range(120)]
+    cfg = trainer.TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    f = [trainer.lr_factor(i, cfg) for i in range(120)]
     assert f[0] == pytest.approx(1 / 11) and f[9] == pytest.approx(10 / 11) and f[10] == pytest.approx(1.0)
     assert f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1) and f[119] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
@@ -135,6 +137,24 @@ def test_resume_is_exact(toy, tmp_path, optimizer):
     assert [r["iter"] for r in metrics(tmp_path / "b") if r["kind"] == "eval"] == [0, 4, 8, 12, 16]
 
 
+RECORDED = {  # (run, train losses of iterations 1..8 and the final val loss, as the code gave them before a refactor)
+    "plain": (dict(variant="yuriiformer", dropout=0.1),
+              [4.152819, 4.133021, 4.110669, 4.10166, 4.009598, 3.910767, 3.774689, 3.645876, 3.57612]),
+    "multilevel": (dict(variant="yuriiformer", optimizer="muon", n_layer=4, multilevel_levels=2, multilevel_cycle=[2, 2],
+                        multilevel_momentum="per_level", multilevel_correction=1.0, multilevel_correction_batches=2),
+                   [4.172554, 4.143177, 4.133223, 4.045271, 3.986773, 3.947029, 3.729492, 3.568402, 3.549936]),
+}
+
+
+@pytest.mark.parametrize("name", list(RECORDED))
+def test_losses_are_the_recorded_ones(toy, tmp_path, one_thread, name):
+    """A fixed fp32 run (dropout; multilevel with per-level states and the coherence term) gives the losses recorded
+    before the Trainer's refactor: a change of behaviour (batch order, RNG use, step order) moves them by far more."""
+    kw, recorded = RECORDED[name]
+    s = run(args(toy, tmp_path, max_iters=8, eval_interval=8, dtype="float32", **kw))
+    assert [v for _, v in train_losses(tmp_path)] + [s["final_val_loss"]] == pytest.approx(recorded, rel=1e-4)
+
+
 def test_resume_refuses_another_model(toy, tmp_path):
     run(args(toy, tmp_path, max_iters=2, eval_interval=2))
     with pytest.raises(ValueError, match=r"different model config \(lnv: checkpoint False vs config True, "
@@ -189,6 +209,37 @@ def test_ddp_two_processes_match_single_process(toy, tmp_path, dtype, compile, r
     np.testing.assert_allclose([v for _, v in ddp], [v for _, v in one], rtol=rtol)
 
 
+@pytest.mark.slow
+def test_ddp_sigterm_on_one_rank_stops_every_rank_at_the_same_log_step(toy, tmp_path):
+    """Two gloo ranks, SIGTERM to rank 1 only: the ranks agree at the next log step (no host sync in between),
+    both save their state there and exit 0, and the run resumes from it under torchrun."""
+    argv = args(toy, tmp_path, max_iters=100000, eval_interval=100000, log_interval=3, gradient_accumulation_steps=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    ranks = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
+    try:
+        for line in ranks[0].stdout:
+            if line.startswith("iter 3/"):  # both ranks are past the agreement at iteration 3
+                ranks[1].send_signal(signal.SIGTERM)
+                break
+        out = [p.communicate(timeout=120)[0] for p in ranks]
+    finally:
+        for p in ranks:
+            p.kill()
+    assert [p.returncode for p in ranks] == [0, 0], out
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    it = ckpt["iter_num"]
+    assert f"stopped by signal at iter {it};" in out[0] and it % 3 == 0 and it >= 6
+    loader = [r["loader"] for r in ckpt["rank_states"]]
+    assert len(loader) == 2 and loader[0] == loader[1]  # each rank's data position: the same step
+    assert metrics(tmp_path)[-1]["interrupted"] is True
+    torchrun(["--init_from=resume", f"--out_dir={tmp_path}", f"--max_iters={it + 2}"])
+    assert metrics(tmp_path)[-1]["iters"] == it + 2 and train_losses(tmp_path)[-1][0] == it + 2
+
+
 # ----------------------------------------------------------------------------- the run directory's lock
 
 HOLD = "import sys, time, utils; lock = utils.DirLock(sys.argv[1]); print('held', flush=True); time.sleep(120)"
@@ -208,7 +259,7 @@ def test_a_live_run_holds_its_out_dir(toy, tmp_path, capsys):
     try:
         for extra in ([], ["--init_from=resume", "--max_iters=4"]):
             with pytest.raises(SystemExit) as e:
-                train.main(args(toy, tmp_path, max_iters=2, eval_interval=2) + extra)
+                trainer.main(args(toy, tmp_path, max_iters=2, eval_interval=2) + extra)
             err = capsys.readouterr().err.strip()
             assert e.value.code == 2 and err.startswith("error: out_dir") and f"pid {holder.pid}" in err
             assert len(err.splitlines()) == 1
@@ -248,7 +299,7 @@ def test_adamw_fused_on_cpu_matches_the_default_step():
     for fused in (False, True):
         torch.manual_seed(0)
         model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64))
-        opt = optim.build_optimizers(model, train.TrainConfig(optimizer="adamw", adamw_fused=fused), "cpu")[0]
+        opt = optim.build_optimizers(model, trainer.TrainConfig(optimizer="adamw", adamw_fused=fused), "cpu")[0]
         assert opt.defaults.get("fused") is (True if fused else None)
         for _ in range(3):
             x = torch.randint(0, 64, (2, 8))
