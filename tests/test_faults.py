@@ -101,15 +101,15 @@ def test_step_time_excludes_evaluation(toy, tmp_path, monkeypatch):
 
     def slow(*a, **k):
         import time
-        time.sleep(2.0)
+        time.sleep(4.0)
         return evaluate(*a, **k)
 
     monkeypatch.setattr(trainer, "evaluate", slow)
     run(args(toy, tmp_path, max_iters=6, eval_interval=3, log_interval=3))
     recs = metrics(tmp_path)
     steps = [r["ms_per_iter"] for r in recs if r["kind"] == "train"]
-    assert len(steps) == 2 and max(steps) < 400  # 2 s evaluations would add 667 ms per step (a busy machine: < 400)
-    assert all(r["eval_seconds"] >= 2.0 for r in recs if r["kind"] == "eval")
+    assert len(steps) == 2 and max(steps) < 1000  # 4 s evaluations would add 1,333 ms per step (a loaded machine: 600)
+    assert all(r["eval_seconds"] >= 4.0 for r in recs if r["kind"] == "eval")
 
 
 def test_wandb_offline_run_holds_the_logged_loss(toy, tmp_path, monkeypatch):
