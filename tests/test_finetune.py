@@ -1,5 +1,5 @@
-"""Starting from GPT-2 (--init_from=NAME|DIR) in train.py, sample.py and eval.py; init_from=auto[:X]; the trainer's
-device plumbing on MPS. All offline: a tiny random GPT-2 with GPT-2's vocabulary, saved by transformers in tmp_path."""
+"""Starting from GPT-2 (--init_from=NAME|DIR) in train.py, sample.py and eval.py; init_from=auto[:X] and a torchrun
+run that restarts itself. All offline: a tiny random GPT-2 with GPT-2's vocabulary, saved by transformers in tmp_path."""
 
 import io
 import os
@@ -154,25 +154,6 @@ def test_sample_bad_init_from(capsys):
 def test_sample_ignores_a_config_files_init_from(tmp_path):
     """A training config's init_from (GPT-2, the run's start) is not what sample.py should load from its out_dir."""
     assert sample.load_config([str(ROOT / "config/finetune_tinystories.py")]).init_from == ""
-
-
-# ----------------------------------------------------------------------------- MPS plumbing (availability mocked)
-
-def test_mps_device_type_and_rng(monkeypatch):
-    """device=mps: the device type autocast, GradScaler and the RNG state follow is 'mps'; its generator's state is
-    saved and restored with the CPU's."""
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    for key in ("RANK", "WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-    d = trainer.Dist(trainer.TrainConfig(device="mps"))
-    assert (d.device, d.device_type, d.ddp) == ("mps", "mps", False)
-    saved = {}
-    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: torch.tensor([7], dtype=torch.uint8))
-    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: saved.setdefault("mps", s))
-    state = trainer.rng_state("mps")
-    assert state["mps"].tolist() == [7] and "cuda" not in state
-    trainer.set_rng_state(state, "mps")
-    assert saved["mps"].tolist() == [7]
 
 
 # ----------------------------------------------------------------------------- a run that restarts itself
