@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+import pretrained
 from model import GPT
 from utils import first_line
 
@@ -140,10 +141,17 @@ def load_model(path):
         raise CheckpointError(f"{path}: unknown checkpoint format: {first_line(e)}") from None
 
 
-def load_for_inference(out_dir, which="auto", path="", device="cpu", dtype=None):
+def load_for_inference(out_dir, which="auto", path="", device="cpu", dtype=None, init_from=""):
     """(model, checkpoint dict, file) for sample.py, eval.py and export.py: the checkpoint file `path` if given, else
     the file `which` (CHOICES) of the run directory out_dir, as a GPT in eval mode on device, its floating-point
-    weights cast to dtype (None: as saved). A missing or unreadable file is a one-line CheckpointError."""
-    file = find(out_dir, which, path)
-    model, ckpt = load_model(file)
+    weights cast to dtype (None: as saved). init_from (a GPT-2 name or directory, pretrained.py) loads that instead,
+    with an empty checkpoint dict. A missing or unreadable file is a one-line CheckpointError."""
+    if init_from:
+        try:
+            model, ckpt, file = pretrained.load_gpt2(init_from), {}, init_from
+        except pretrained.PretrainedError as e:
+            raise CheckpointError(str(e)) from None
+    else:
+        file = find(out_dir, which, path)
+        model, ckpt = load_model(file)
     return model.to(device=device, dtype=dtype).eval(), ckpt, file

@@ -4,11 +4,13 @@ Evaluate a checkpoint: downstream tasks through lm-evaluation-harness, perplexit
     python eval.py --out_dir=out-owt-small-nesterov --tasks=hellaswag --num_fewshot=10      # the paper's (acc_norm)
     python eval.py --out_dir=out-owt-small-nesterov --tasks=arc_easy --num_fewshot=25
     python eval.py --out_dir=out-tinystories-nesterov-cpu --tasks=tinystories_endings,val_ppl  # offline: evals/*.yaml
+    python eval.py --init_from=gpt2 --tasks=hellaswag,val_ppl --data_dir=data/openwebtext --out_dir=out-gpt2
 
 Tasks: any lm-evaluation-harness task name (loaded from the HuggingFace hub as the harness does), a YAML task config
 in evals/ by its name or any path to one (read by the harness's own loader, so `include:` and `!function` work; local
 files: `dataset_path: json` with `data_files` relative to the YAML), and val_ppl (perplexity on the prepared val split
-the run trained on, every block once). The harness's results JSON goes to <out_dir>/eval/<tasks>.json, per-document
+the run trained on, every block once; with --init_from, a GPT-2 name or directory instead of a checkpoint, the
+prepared data given by --data_dir). The harness's results JSON goes to <out_dir>/eval/<tasks>.json, per-document
 records with --log_samples=True to <out_dir>/eval/<tasks>_samples_<task>.jsonl, and one "task" record per task to
 <out_dir>/metrics.jsonl.
 

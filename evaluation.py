@@ -52,6 +52,7 @@ class EvalConfig:
     out_dir: str = "out"  # run directory written by train.py (or nanoGPT)
     ckpt: str = "best"  # which file of out_dir: best (best.pt) | latest (ckpt.pt) | auto (best.pt, else ckpt.pt)
     ckpt_path: str = ""  # a checkpoint file to evaluate instead
+    init_from: str = ""  # gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a GPT-2 directory: instead of a checkpoint
     tasks: str = "tinystories_endings"  # comma-separated: harness task names, evals/ YAML names or paths, val_ppl
     num_fewshot: int | None = None  # the harness's few-shot count (None: each task's default)
     limit: int | None = None  # only the first N documents of each task, N batches of val_ppl (a smoke test)
@@ -287,10 +288,14 @@ def evaluate(cfg):
     device = utils.resolve_device(cfg.device)
     dtype = utils.resolve_dtype(cfg.dtype, device)
     utils.setup_runtime(device, cfg.seed)
-    model, ckpt, path = checkpoint.load_for_inference(cfg.out_dir, cfg.ckpt, cfg.ckpt_path, device)
     tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
     if not tasks:
         raise EvalError("tasks is empty: give --tasks=NAME[,NAME...]")
+    if cfg.init_from and "val_ppl" in tasks and not cfg.data_dir:
+        raise EvalError(f"val_ppl of init_from={cfg.init_from} needs the prepared data: give --data_dir=DIR (e.g. "
+                        "data/openwebtext)")
+    model, ckpt, path = checkpoint.load_for_inference(cfg.out_dir, cfg.ckpt, cfg.ckpt_path, device,
+                                                      init_from=cfg.init_from)
     results, harness, t0 = {}, [t for t in tasks if t != "val_ppl"], time.time()
     if "val_ppl" in tasks:
         run_cfg = ckpt.get("config", {})
@@ -335,7 +340,7 @@ def evaluate(cfg):
         utils.atomic_write_text(json.dumps(out, indent=1, default=str) + "\n", out_path / f"{stem}.json")
     seconds = time.time() - t0
     run_dir = Path(cfg.ckpt_path).parent if cfg.ckpt_path else Path(cfg.out_dir)
-    if cfg.log and (run_dir / "metrics.jsonl").exists():
+    if cfg.log and not cfg.init_from and (run_dir / "metrics.jsonl").exists():  # a run's own checkpoint only
         log = RunLog(run_dir, append=True)
         it = ckpt.get("iter_num", 0)
         for name, metrics in results.items():

@@ -3,6 +3,7 @@ Sample from a trained model, streaming tokens to stdout as they are produced:
 
     python sample.py --out_dir=out-tinystories --start="Once upon a time" --num_samples=3
     python sample.py --ckpt_path=nanogpt/out/ckpt.pt --start=FILE:prompt.txt --top_k=1   # greedy
+    python sample.py --init_from=gpt2-xl --start="What is the answer to life?"          # OpenAI's GPT-2 (pretrained.py)
 
 Decoding (generate.py) is incremental: the prompt fills a per-layer key/value cache, then each step runs the model
 on the new position only; past block_size tokens it falls back to nanoGPT's cropped context, recomputed each step.
@@ -28,6 +29,7 @@ class SampleConfig:
     out_dir: str = "out"  # run directory written by train.py (or nanoGPT)
     ckpt: str = "auto"  # which file of out_dir: auto (best.pt, else ckpt.pt) | best (best.pt) | latest (ckpt.pt)
     ckpt_path: str = ""  # a checkpoint file to load instead (this repo's or nanoGPT's); overrides out_dir/ckpt
+    init_from: str = ""  # gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a transformers GPT-2 directory: instead of a checkpoint
     start: str = "\n"  # prompt text, or FILE:path to read it from a file; "<|endoftext|>" is allowed
     num_samples: int = 10
     max_new_tokens: int = 500
@@ -48,9 +50,10 @@ class SampleConfig:
 
 
 def load_config(argv):
-    """SampleConfig from --key=value overrides; a config file (e.g. train's) may supply out_dir and the like."""
+    """SampleConfig from --key=value overrides; a config file (e.g. train's) may supply out_dir and the like (not
+    init_from: a training config's GPT-2 start is not what its run directory holds)."""
     files = parse_args([a for a in argv if not a.startswith("--")])
-    raw = {**{k: v for k, v in files.items() if k in SampleConfig.__dataclass_fields__},
+    raw = {**{k: v for k, v in files.items() if k in SampleConfig.__dataclass_fields__ and k != "init_from"},
            **parse_args([a for a in argv if a.startswith("--")])}
     return build(SampleConfig, raw)
 
@@ -94,7 +97,7 @@ def sample(cfg, out=None):
     except ValueError as e:
         raise SampleError(str(e)) from None
     utils.setup_runtime(device, cfg.seed)
-    model = checkpoint.load_for_inference(cfg.out_dir, cfg.ckpt, cfg.ckpt_path, device)[0]
+    model = checkpoint.load_for_inference(cfg.out_dir, cfg.ckpt, cfg.ckpt_path, device, init_from=cfg.init_from)[0]
     enc = get_encoding()
     if model.config.vocab_size < enc.n_vocab:
         raise SampleError(f"the model's vocab_size={model.config.vocab_size} is smaller than GPT-2 BPE's "

@@ -7,6 +7,7 @@ run directory gets config.json, metrics.jsonl (runlog.py) and ckpt.pt / best.pt 
 training (multilevel.py) is one object the step asks which level to run and hands the gradients to.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 import checkpoint
 import multilevel
+import pretrained
 import utils
 from configurator import ConfigError, build, known_keys, parse_args
 from data.loader import BinLoader, DataError, token_counts
@@ -47,7 +49,8 @@ class TrainConfig:
     eval_iters: int = 50
     eval_only: bool = False
     always_save_checkpoint: bool = True
-    init_from: str = "scratch"  # scratch | resume | path to a checkpoint (this repo's or nanoGPT's) to start from
+    init_from: str = "scratch"  # scratch | resume | auto[:X] (resume if out_dir has ckpt.pt, else X, default scratch) |
+    #                             gpt2[-medium|-large|-xl] | a GPT-2 directory | a checkpoint (this repo's or nanoGPT's)
     wandb_log: bool = False
     wandb_project: str = "yuriiformer"
     wandb_run_name: str = "run"
@@ -96,7 +99,7 @@ class TrainConfig:
     min_lr: float = 6e-5
     # system
     backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps (Apple GPUs)
     dtype: str = "auto"  # auto (bfloat16 where native, else float16 on CUDA, float32 on CPU) | bfloat16 | ...
     compile: bool = False
     tf32: bool = True  # CUDA: TF32 matmuls for fp32 work (False: exact fp32)
@@ -170,6 +173,10 @@ def problems(cfg, mcfg=None):
         out.append("group_lr_mult's attn and mlp scale Muon's hidden matrices: use optimizer=muon or manifold_muon")
     if cfg.variant and cfg.variant not in PRESETS:
         out.append(f"variant={cfg.variant!r}: choose one of {', '.join(PRESETS)}")
+    kind, _, then = cfg.init_from.partition(":")
+    if kind == "auto" and then in ("auto", "resume"):
+        out.append(f"init_from={cfg.init_from!r}: after auto: comes what a fresh run starts from (scratch, gpt2, a "
+                   "directory, a checkpoint): e.g. init_from=auto:gpt2")
     if cfg.min_lr > cfg.learning_rate:
         out.append(f"min_lr={cfg.min_lr} must not exceed learning_rate={cfg.learning_rate}")
     if cfg.optimizer != "manifold_muon" and {cfg.geometry_attn, cfg.geometry_mlp} != {"none"}:
@@ -213,11 +220,30 @@ class Dist:
         if self.ddp and device.startswith("cuda"):
             device = f"cuda:{self.local_rank}"
             torch.cuda.set_device(device)
-        self.device, self.device_type = device, "cuda" if device.startswith("cuda") else "cpu"
+        self.device, self.device_type = device, torch.device(device).type  # cuda | mps | cpu
         if self.ddp:
             backend = cfg.backend if cfg.backend != "auto" else ("nccl" if self.device_type == "cuda" else "gloo")
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, **self.restart_store())
         self.master = self.rank == 0
+
+    def restart_store(self):
+        """init_process_group's store after torchrun restarted the group (--max_restarts): torchrun's store (its agent
+        hosts it) keeps the last group's keys, whose dead addresses gloo would dial (connection refused), so each
+        restart gets keys of its own (a prefix); {} otherwise (the default env:// store)."""
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        if restart == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+            return {}
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.world, is_master=False)
+        return dict(store=dist.PrefixStore(f"restart{restart}", store), rank=self.rank, world_size=self.world)
+
+    @contextlib.contextmanager
+    def master_first(self):
+        """Rank 0 runs the block first (e.g. a download into a shared cache), the other ranks after it."""
+        if self.ddp and not self.master:
+            dist.barrier()
+        yield
+        if self.ddp and self.master:
+            dist.barrier()
 
     def mean(self, value):
         """All-rank mean of a float."""
@@ -244,11 +270,35 @@ class Dist:
         return out
 
 
-def init_model(cfg, mcfg, raw):
-    """(model, checkpoint or None, train config, model config) for init_from scratch | resume | a checkpoint.
+def auto_init(cfg):
+    """cfg with init_from=auto[:X] decided: resume when out_dir holds ckpt.pt (a restarted or requeued run goes on
+    with its own command), else X (scratch when not given; e.g. auto:gpt2 for a fine-tune)."""
+    kind, _, then = cfg.init_from.partition(":")
+    if kind != "auto":
+        return cfg
+    return replace(cfg, init_from="resume" if (Path(cfg.out_dir) / checkpoint.LATEST).is_file() else then or "scratch")
+
+
+def init_pretrained(cfg, raw, d):
+    """(GPT-2 as our GPT, its config) for init_from a GPT-2 name or directory, with the model keys the run gives
+    (dropout, a smaller block_size; pretrained.py refuses the rest); rank 0 loads (downloads) first."""
+    asked = {k: v for k, v in {**PRESETS.get(raw.get("variant"), {}), **raw}.items() if k in GPTConfig.__dataclass_fields__}
+    with d.master_first():
+        if "vocab_size" in asked and asked["vocab_size"] != pretrained.model_config(cfg.init_from).vocab_size:
+            raise ValueError(f"vocab_size={asked['vocab_size']} is not {cfg.init_from}'s vocabulary: padded ids would "
+                             "get logit 0 and nothing masks them; remove vocab_size (GPT-2 keeps its own)")
+        model = pretrained.load_gpt2(cfg.init_from, **asked)
+    return model, model.config
+
+
+def init_model(cfg, mcfg, raw, d):
+    """(model, checkpoint or None, train config, model config) for init_from scratch | resume | GPT-2 | a checkpoint.
     Resuming takes the run's saved config, with the given keys on top; model keys must not change."""
     if cfg.init_from == "scratch":
         return GPT(mcfg), None, cfg, mcfg
+    if pretrained.source(cfg.init_from):
+        model, mcfg = init_pretrained(cfg, raw, d)
+        return model, None, cfg, mcfg
     resume = cfg.init_from == "resume"
     path = Path(cfg.out_dir) / checkpoint.LATEST if resume else Path(cfg.init_from)
     best = Path(cfg.out_dir) / checkpoint.BEST
@@ -259,7 +309,7 @@ def init_model(cfg, mcfg, raw):
         if ckpt.get("format") != checkpoint.FORMAT:
             raise ValueError(f"{path} is not a checkpoint of train.py: start from it with --init_from={path}")
         system = {"device": cfg.device, "backend": cfg.backend}  # where to run is not part of the run
-        cfg, mcfg = resolve(raw, {**ckpt["config"], **ckpt["model_args"], **system})
+        cfg, mcfg = resolve({**raw, "init_from": "resume"}, {**ckpt["config"], **ckpt["model_args"], **system})
     saved = asdict(GPTConfig(**ckpt.get("model_args", {})))
     asked = set(saved) if resume else set(raw) | set(PRESETS.get(raw.get("variant"), {}))
     differ = sorted(k for k in asked & set(saved) if k != "dropout" and saved[k] != getattr(mcfg, k))
@@ -292,10 +342,17 @@ class Stop:
 
 
 def rng_state(device_type):
+    """The generators a step draws from: the CPU's and the device's (cuda, mps)."""
     state = {"torch": torch.get_rng_state()}
-    if device_type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state()
+    if device_type in ("cuda", "mps"):
+        state[device_type] = getattr(torch, device_type).get_rng_state()
     return state
+
+
+def set_rng_state(state, device_type):
+    torch.set_rng_state(state["torch"])
+    if device_type in state:
+        getattr(torch, device_type).set_rng_state(state[device_type])
 
 
 @torch.no_grad()
@@ -328,9 +385,10 @@ class Trainer:
     optimizer step, checkpoint() saves, run() is the loop."""
 
     def __init__(self, cfg, mcfg, raw=None):
+        self.init_given, cfg = cfg.init_from, auto_init(cfg)  # auto decided first: the run header records both
         self.d = d = Dist(cfg)
         utils.setup_runtime(d.device, seed=cfg.seed, tf32=cfg.tf32)  # same seed on every rank: identical weights
-        model, ckpt, cfg, mcfg = init_model(cfg, mcfg, raw or {})
+        model, ckpt, cfg, mcfg = init_model(cfg, mcfg, raw or {}, d)
         dtype = utils.resolve_dtype(cfg.dtype, d.device)
         self.cfg = cfg = replace(cfg, dtype=dtype, muon_dtype=muon_dtype(cfg.muon_dtype, d.device))  # saved resolved
         self.mcfg, self.out_dir = mcfg, Path(cfg.out_dir)
@@ -394,9 +452,7 @@ class Trainer:
         self.multilevel.load_state_dict(ckpt.get("multilevel", {}))
         rank_state = ckpt["rank_states"][self.d.rank % len(ckpt["rank_states"])]
         self.train_loader.load_state_dict(rank_state["loader"])
-        torch.set_rng_state(rank_state["rng"]["torch"])
-        if "cuda" in rank_state["rng"] and self.d.device_type == "cuda":
-            torch.cuda.set_rng_state(rank_state["rng"]["cuda"])
+        set_rng_state(rank_state["rng"], self.d.device_type)
 
     def open_log(self):
         """The run directory (stale temporaries removed, config.json) and its run log, with the header record."""
@@ -411,7 +467,7 @@ class Trainer:
                     num_params_no_pos_v0=model.num_params(positions=False, v0_tables=False),
                     flops_per_token=model.flops_per_token(), tokens_per_iter=self.tokens_per_iter,
                     git_commit=utils.git_commit(), versions=utils.versions(), device=utils.device_name(self.d.device),
-                    world_size=self.d.world, argv=sys.argv)
+                    world_size=self.d.world, argv=sys.argv, init_from=dict(given=self.init_given, resolved=cfg.init_from))
         log.log("header", **self.stamp(), **head)
         c = self.mcfg
         name = cfg.variant or ("gpt" if c.arch == "gpt" else c.arch)
@@ -426,7 +482,9 @@ class Trainer:
         n_train, n_val = (len(self.eval_loaders[s].data) for s in ("train", "val"))
         print(f"data {self.data_dir}: {n_train:,} train / {n_val:,} val tokens ({cfg.data_order} order) | writing "
               f"{self.out_dir}/ (config.json: the full config, metrics.jsonl, ckpt.pt)"
-              + (f" | resuming at step {self.it}" if self.resumed_at else ""))
+              + (f" | resuming at step {self.it}" if self.resumed_at else f" | from {cfg.init_from}"
+                 if cfg.init_from != "scratch" else "")
+              + (f" (init_from={self.init_given})" if self.init_given != cfg.init_from else ""))
         return log
 
     def stamp(self):

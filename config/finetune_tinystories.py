@@ -3,7 +3,8 @@ constant learning rate for a few steps from the pretrained model.
     python data/tinystories/prepare.py
     python train.py config/finetune_tinystories.py            # --init_from=gpt2-medium|gpt2-large|gpt2-xl, or a directory
 The weights come through transformers (pip install -e ".[export]"): downloaded once into the Hugging Face cache, or a
-local GPT-2 directory with --init_from=DIR. The architecture is GPT-2's (12L/12H/768, biases, its tanh GELU, vocabulary
+local GPT-2 directory with --init_from=DIR; --init_from=auto:gpt2 resumes the fine-tune when out_dir holds ckpt.pt (a
+restarted or requeued job). The architecture is GPT-2's (12L/12H/768, biases, its tanh GELU, vocabulary
 50257, 1024 positions): model keys that differ are refused. On an Apple laptop: --device=mps (float16)."""
 
 out_dir = "out-finetune-tinystories"

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests (fixtures are in conftest.py): a toy token stream, train.py in-process, torchrun."""
+"""Helpers shared by the tests (fixtures are in conftest.py): a toy token stream, train.py in-process, torchrun, a tiny
+random GPT-2 directory."""
 
 import os
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import runlog
 import trainer
@@ -66,3 +68,18 @@ def torchrun(argv, nproc=2, attempts=2):
             return p
         tails.append(f"exit {p.returncode}:\n{p.stdout[-1500:]}\n{p.stderr[-3000:]}")
     raise AssertionError("torchrun failed:\n" + "\n---\n".join(tails))
+
+
+def tiny_gpt2(path, activation="gelu_new", seed=0, vocab=100, positions=64):
+    """A tiny transformers GPT-2 (2 layers, width 32) with weights far from their init (biases and norm gains too,
+    std 0.1), saved to path with save_pretrained; returned in eval mode."""
+    import transformers  # the callers skip without it
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, n_positions=positions,
+                                     bos_token_id=vocab - 1, eos_token_id=vocab - 1, activation_function=activation)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(str(path))
+    return hf

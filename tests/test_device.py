@@ -1,11 +1,12 @@
 """Devices: auto prefers cuda, then mps (Apple GPUs), then cpu; an unavailable device is a one-line error; dtype=auto
-is float16 on MPS; autocast follows the device; the loader pins memory for CUDA only. CUDA and MPS availability are
-mocked (untested on real Apple hardware)."""
+is float16 on MPS; autocast follows the device; the loader pins memory for CUDA only; the trainer's device type and
+RNG state on MPS. CUDA and MPS availability are mocked (untested on real Apple hardware)."""
 
 import numpy as np
 import pytest
 import torch
 
+import trainer
 import utils
 from data.loader import BinLoader
 from data.prepare_common import write_dataset
@@ -63,3 +64,20 @@ def test_loader_pins_for_cuda_only(tmp_path, monkeypatch):
     assert x.is_meta and y.is_meta and x.shape == y.shape == (4, 16)
     x, _ = BinLoader(tmp_path, "train", 4, 16, device="cpu").next_batch()
     assert x.device.type == "cpu"
+
+
+def test_mps_device_type_and_rng(monkeypatch):
+    """device=mps: the device type autocast, GradScaler and the RNG state follow is 'mps'; its generator's state is
+    saved and restored with the CPU's."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    for key in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    d = trainer.Dist(trainer.TrainConfig(device="mps"))
+    assert (d.device, d.device_type, d.ddp) == ("mps", "mps", False)
+    saved = {}
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: torch.tensor([7], dtype=torch.uint8))
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: saved.setdefault("mps", s))
+    state = trainer.rng_state("mps")
+    assert state["mps"].tolist() == [7] and "cuda" not in state
+    trainer.set_rng_state(state, "mps")
+    assert saved["mps"].tolist() == [7]

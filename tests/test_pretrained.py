@@ -14,6 +14,7 @@ from torch.nn import functional as F
 import export
 from model import GPT, PRESETS, GPTConfig
 from pretrained import GPT2_SIZES, PretrainedError, load_gpt2, source
+from tests import helpers
 from tests.helpers import ROOT
 
 transformers = pytest.importorskip("transformers", reason='pretrained.py needs transformers: pip install -e ".[export]"')
@@ -22,16 +23,7 @@ V, T = 100, 64  # the tiny GPT-2's vocabulary and positions
 
 
 def tiny_gpt2(path, activation="gelu_new", seed=0):
-    """A tiny GPT-2 with weights far from their init (biases and norm gains too, std 0.1), saved to path."""
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=V, n_positions=T, bos_token_id=V - 1,
-                                     eos_token_id=V - 1, activation_function=activation)
-    hf = transformers.GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    hf.save_pretrained(str(path))
-    return hf
+    return helpers.tiny_gpt2(path, activation, seed, vocab=V, positions=T)
 
 
 @pytest.fixture
