@@ -79,6 +79,9 @@ def check_dir(path):
     except (OSError, ValueError, AttributeError):
         raise PretrainedError(f"{path} has no readable config.json: not a transformers model directory (give a GPT-2 "
                               "one: a downloaded snapshot or export.py --format=gpt2)") from None
+    if kind is None and (Path(path) / "metrics.jsonl").exists():
+        raise PretrainedError(f"{path} is a run directory of this repo, not GPT-2: resume it with --init_from=resume "
+                              f"--out_dir={path} (sample.py, eval.py: --out_dir={path})")
     if kind != "gpt2":
         raise PretrainedError(f"{path} holds a {kind!r} model, not GPT-2: give a GPT-2 directory (a downloaded "
                               "snapshot or export.py --format=gpt2), or a checkpoint of this repo")
