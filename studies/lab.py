@@ -3,10 +3,12 @@ The lab's study in the paper's protocol (Ahn et al., ICLR 2024, "Linear attentio
 code's defaults, lab/train.py LabConfig): Adam vs SGD on Gaussian and heavy-tailed covariates, gradient noise,
 conditioning and smoothness, and a depth sweep, each optimizer at learning rates whose grids bracket its optimum.
 
-    bash studies/lab.sh                      # the queue (studies/queues.py:lab on studies/runner.py, resumable)
-    bash studies/lab.sh --plan               # what is done, what is left, how long it takes
-    python -m lab.run_study --report         # tables, plots, claims from studies/results/lab/runs.jsonl alone
-    bash studies/lab.sh --quick              # a smoke run of a tiny plan and its report (out-studies/lab_quick)
+    python -m studies lab run                # the queue (jobs() below on studies/runner.py, resumable), the report
+    python -m studies lab plan               # what is done, what is left, how long it takes
+    python -m studies lab report             # tables, plots, claims from studies/results/lab/runs.jsonl alone
+    python -m studies lab run --quick        # a smoke run of a tiny plan and its report (out-studies/lab_quick)
+
+The lab's model, data and training are lab/ (lab/model.py, lab/data.py, lab/train.py); this module is the study.
 
 Jobs (keys of runs.jsonl):
   core/<dist>/<opt>/seed<s>       3 layers, the paper's lr 0.02, 10,000 steps, 6 seeds; Hessian diagonals every 250
@@ -30,9 +32,8 @@ diverged when it ended non-finite or its final fixed-batch loss exceeds its init
 import argparse
 import json
 import math
-import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -43,6 +44,7 @@ from scipy import stats
 from lab.model import LinearTransformer, hand_set, icl_optimizer, predict
 from lab.train import LabConfig, gradient_noise, train
 from runlog import append_line, read_lines
+from studies.runner import SCRATCH, Job, Study, bracket
 from utils import atomic_write_text, device_name, git_commit, versions
 
 plt.switch_backend("Agg")
@@ -89,6 +91,80 @@ def run_job(key, kind, cfg, out, quick=False):
 def config_of(text):
     """A LabConfig from its JSON (lists back to tuples)."""
     return LabConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()})
+
+
+def grid_best(study, prefix, start, seeds):
+    """(grid to run, best lr or None) of the runs prefix/lr<lr>/seed<s>: bracketed on the seed-mean log fixed loss
+    (inf for a run the report counts as diverged)."""
+    losses = {}
+    landed = {float(r["key"][len(prefix) + 3:].split("/")[0]) for r in study.lines()
+              if r["key"].startswith(prefix + "/lr")}
+    for lr in set(start) | landed:
+        recs = [study.line(f"{prefix}/lr{lr:g}/seed{s}") for s in seeds]
+        losses[lr] = None if any(r is None for r in recs) else float(np.mean([np.log(fixed(r)) for r in recs]))
+    grid, best, note = bracket(losses, start, *LR_RANGE)
+    return grid, best, note
+
+
+def jobs(study, quick=False):
+    """The lab's jobs (the design: the docstring) given its records; called with None: the Study."""
+    if study is None:
+        guess = ({f"L{L}": 1.2 + 3.3 * L for L in DEPTHS} | {f"noise-L{L}": 12_000 * L for L in DEPTHS}
+                 | {f"L{L}-f64": 1.7 * (1.2 + 3.3 * L) for L in DEPTHS_64})  # float64: ~1.3-1.7x (measured)
+        return Study("lab_quick", results=SCRATCH / "lab_quick", guess=guess) if quick else Study("lab", guess=guess)
+    steps, short, n_core, n_grid, n_depth, hess = sizes(quick)
+    base = LabConfig(steps=steps, eval_at=(short,))
+    out = []
+
+    def add(key, cfg, kind="train", waits=""):
+        steps_ = cfg.steps if kind == "train" else 1
+        argv = ["-m", "studies.lab", "--job", key, "--kind", kind, "--config", json.dumps(asdict(cfg)),
+                "--out", str(study.results), *(["--quick"] if quick else [])]
+        shape = f"{'noise-' if kind == 'noise' else ''}L{cfg.n_layer}{'-f64' if cfg.dtype == 'float64' else ''}"
+        out.append(Job(key, argv, steps_, shape, kind="line", waits=waits))
+    for dist in DISTS:  # 1. the paper's comparison at lr 0.02
+        for opt in OPTS:
+            for s in range(n_core):
+                add(f"core/{dist}/{opt}/seed{s}", replace(base, dist=dist, optimizer=opt, seed=s, hess_at=hess,
+                                                           smooth_every=10 if s == 0 else 0))
+    for dist in DISTS:  # 2. each optimizer's own grid (best vs best)
+        for opt in OPTS:
+            prefix = f"grid/{dist}/{opt}"
+            grid, _, _ = grid_best(study, prefix, GRIDS[opt], range(n_grid))
+            for lr in grid:
+                for s in range(n_grid):
+                    add(f"{prefix}/lr{lr:g}/seed{s}", replace(base, dist=dist, optimizer=opt, lr=lr, seed=s,
+                                                              steps=short, eval_at=()))
+    for L in DEPTHS:  # 3. depth, each optimizer at its own rate per depth
+        for opt in OPTS:
+            cfg = replace(base, n_layer=L, optimizer=opt, steps=short, eval_at=(), hess_at=(750, 1250) if not quick
+                          else (50,))
+            depth_jobs(add, study, f"depth/L{L}/{opt}", cfg, n_depth)
+    for dist, depths in (("normal", DEPTHS), ("heavy", (3,))):  # 4. gradient noise at initialisation
+        for L in depths:
+            add(f"noise/{dist}/L{L}", replace(base, dist=dist, n_layer=L), kind="noise")
+    for L in DEPTHS_64:  # 5. (issue 40) depth beyond 4 layers in float64, non-finite minibatches skipped and counted
+        for opt in OPTS:
+            cfg = replace(base, n_layer=L, optimizer=opt, steps=short, eval_at=(), dtype="float64", skip_nonfinite=True)
+            depth_jobs(add, study, f"depth64/L{L}/{opt}", cfg, n_depth)
+    return out
+
+
+def depth_jobs(add, study, prefix, cfg, n_depth):
+    """A depth grid on seed 0 (DEPTH_GRIDS, grown past an edge), then seeds 1 .. n_depth - 1 at its best rate."""
+    grid, best, note = grid_best(study, prefix, DEPTH_GRIDS[cfg.optimizer], [0])
+    for lr in grid:
+        add(f"{prefix}/lr{lr:g}/seed0", replace(cfg, lr=lr))
+    for s in range(1, 1 if best is None and note else n_depth):  # grid ended without a best: no seeds
+        if best is None:
+            add(f"{prefix}/lr?/seed{s}", cfg, waits=f"the {prefix} grid")
+        else:
+            add(f"{prefix}/lr{best:g}/seed{s}", replace(cfg, lr=best, seed=s))
+
+
+def quick_jobs(study):
+    """A tiny plan of the lab (a smoke run of the queue and the report, not for conclusions)."""
+    return jobs(study, quick=True)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -561,7 +637,7 @@ def report(out, command, quick=False):
     out = Path(out)
     recs = read_lines(out / "runs.jsonl")
     if not recs:
-        raise SystemExit(f"error: no records in {out / 'runs.jsonl'}: run bash studies/lab.sh first")
+        raise SystemExit(f"error: no records in {out / 'runs.jsonl'}: run python -m studies lab run first")
     res = analyze(recs, quick)
     meta = dict(command=command, git_commit=git_commit() or "unknown (not a git checkout)", versions=versions())
     plots(recs, res, out, quick)
@@ -574,13 +650,12 @@ def report(out, command, quick=False):
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description="(the runner's) run one job of the lab study and append its record")
     ap.add_argument("--out", default="studies/results/lab")
-    ap.add_argument("--report", action="store_true", help="only build the tables and plots from runs.jsonl")
-    ap.add_argument("--quick", action="store_true", help="the report of the quick plan (bash studies/lab.sh --quick)")
-    ap.add_argument("--job", help="(the runner's) run this job key and append its record")
+    ap.add_argument("--quick", action="store_true", help="the quick plan's sizes")
+    ap.add_argument("--job", required=True, help="the job key")
     ap.add_argument("--kind", default="train", choices=("train", "noise"))
-    ap.add_argument("--config", help="(with --job) the LabConfig as JSON")
+    ap.add_argument("--config", required=True, help="the LabConfig as JSON")
     return ap.parse_args(argv)
 
 
@@ -590,13 +665,7 @@ def main(argv=None):
     torch.set_flush_denormal(True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if a.job:
-        run_job(a.job, a.kind, config_of(a.config), out, a.quick)
-        return
-    if not a.report:
-        sys.exit("error: give --report (tables from runs.jsonl), or run the queue with bash studies/lab.sh "
-                 "(--quick: a smoke run)")
-    report(out, f"python -m lab.run_study --report --out {a.out}" + (" --quick" if a.quick else ""), a.quick)
+    run_job(a.job, a.kind, config_of(a.config), out, a.quick)
 
 
 if __name__ == "__main__":
