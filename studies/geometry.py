@@ -77,12 +77,12 @@ def jobs(study, seeds=SEEDS):
         grid, best[arm], _ = bracket(losses, GEOMETRY_LRS, *GEOMETRY_LR_RANGE)
         for lr in grid:
             out.append(train_job(f"sweep/{arm}/lr{fmt(lr)}",
-                                  f"{GEOMETRY_COMMON} {arm_args} {GEOMETRY_SWEEP} --muon_lr={lr}", 500, "4L128-sweep"))
+                                 f"{GEOMETRY_COMMON} {arm_args} {GEOMETRY_SWEEP} --muon_lr={lr}", 500, "4L128-sweep"))
     for arm, mod in DGRAM_MODULE.items():  # ... and the DGram module's multiplier at the arm's best rate
         lr = best[arm]
         if lr is None:
             out += [train_job(f"sweep/{arm}/lr?-{mod}{fmt(m)}", "", 500, "4L128-sweep", waits=f"the {arm} lr sweep")
-                     for m in MULTS if m != 1.0]
+                    for m in MULTS if m != 1.0]
             mult[arm] = None
             continue
         losses = {1.0: final_loss(study.run(f"sweep/{arm}/lr{fmt(lr)}"))}
@@ -94,8 +94,8 @@ def jobs(study, seeds=SEEDS):
         for m in grid:
             if m != 1.0:
                 out.append(train_job(f"sweep/{arm}/lr{fmt(lr)}-{mod}{fmt(m)}",
-                                      f"{GEOMETRY_COMMON} {GEOMETRY_ARMS[arm]} {GEOMETRY_SWEEP} --muon_lr={lr} "
-                                      f"--group_lr_mult={{'{mod}':{m}}}", 500, "4L128-sweep"))
+                                     f"{GEOMETRY_COMMON} {GEOMETRY_ARMS[arm]} {GEOMETRY_SWEEP} --muon_lr={lr} "
+                                     f"--group_lr_mult={{'{mod}':{m}}}", 500, "4L128-sweep"))
     for seed in seeds:  # 2. the main runs
         for arm in GEOMETRY_ARMS:
             out.append(main_job(arm, best, mult, seed, f"runs/{arm}/seed{seed}", train_job))

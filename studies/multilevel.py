@@ -83,8 +83,8 @@ def jobs(study):
     grid, best = multilevel_best(losses)
     for lr in grid:
         out.append(Job(f"sweep/lr{fmt(lr)}", ["train.py", *ML_COMMON.split(), *constant_lr(lr).split(),
-                        "--max_iters=1000", "--eval_interval=250", "--eval_iters=16", "--log_interval=50", "--seed=0"],
-                        1000, "12L256-single"))
+                       "--max_iters=1000", "--eval_interval=250", "--eval_iters=16", "--log_interval=50", "--seed=0"],
+                       1000, "12L256-single"))
     for arm, (extra, seeds) in ML_ARMS.items():
         for seed in seeds:
             key, shape = f"runs/{arm}/seed{seed}", f"12L256-{arm}"
@@ -92,8 +92,8 @@ def jobs(study):
                 out.append(Job(key, [], 3000, shape, waits="the learning-rate sweep"))
                 continue
             out.append(Job(key, ["train.py", *ML_COMMON.split(), *constant_lr(best).split(), *extra.split(),
-                                  "--max_iters=3000", "--eval_interval=200", "--eval_iters=32", "--log_interval=25",
-                                  f"--seed={seed}"], 3000, shape))
+                                 "--max_iters=3000", "--eval_interval=200", "--eval_iters=32", "--log_interval=25",
+                                 f"--seed={seed}"], 3000, shape))
     for arm in ML_BRACKET_ARMS:  # 3. is the rate interior for the multilevel arm too?
         for factor in ML_BRACKET:
             extra, shape = ML_ARMS[arm][0], f"12L256-{arm}"
@@ -102,8 +102,8 @@ def jobs(study):
                 continue
             lr = best * factor
             out.append(Job(f"bracket/{arm}/lr{fmt(lr)}/seed0", ["train.py", *ML_COMMON.split(), *constant_lr(lr).split(),
-                            *extra.split(), "--max_iters=3000", "--eval_interval=200", "--eval_iters=32",
-                            "--log_interval=25", "--seed=0"], 3000, shape))
+                           *extra.split(), "--max_iters=3000", "--eval_interval=200", "--eval_iters=32",
+                           "--log_interval=25", "--seed=0"], 3000, shape))
     return out
 
 

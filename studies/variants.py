@@ -11,11 +11,10 @@ data order for every arm.
    tables), baseline_embed (the baseline plus a zero-initialised second token + position table on X_0: exactly the
    V_0 tables' parameter count at the baseline's FLOPs). Vocabulary check (keys vocab/<vocab>/<arm>/seed<k>):
    baseline and yuriiformer at 300 steps (warmup 30) with the 4,096 and the full 50,304 vocabulary, seeds 0 1.
-2. Tuned rates (issue 40; keys tuned/<arm>/adamw<a>-muon<m>/seed<k>): the same protocol with each arm's own
-learning rates. min_lr is lr/10 (the floor 0.1x
-of both optimizers). The untuned pair (AdamW 2e-3, Muon 0.02) runs again: the code has changed since runs/ was
-recorded (at 303ffa0; yuriiformer seed 0 at step 100: val 4.97835 now vs 4.97827 then), so every point of the
-sweep is made by one commit.
+2. Tuned rates (issue 40; keys tuned/<arm>/adamw<a>-muon<m>/seed<k>): the same protocol with each arm's own learning
+   rates. min_lr is lr/10 (the floor 0.1x of both optimizers). The untuned pair (AdamW 2e-3, Muon 0.02) runs again:
+   the code has changed since runs/ was recorded (at 303ffa0; yuriiformer seed 0 at step 100: val 4.97835 now vs
+   4.97827 then), so every point of the sweep is made by one commit.
   1. tuned/<arm>/adamw<a>-muon0.02/seed0: AdamW lr 1e-3 .. 8e-3 (factors of 2) at Muon 0.02, seed 0, grown by a
      factor 2 past an edge optimum (1.25e-4 .. 6.4e-2)
   2. tuned/<arm>/adamw<best>-muon<m>/seed0: Muon lr 0.01 .. 0.04 at the arm's best AdamW rate, grown the same way

@@ -140,3 +140,22 @@ def test_unknown_study_is_a_one_line_error():
     p = subprocess.run([sys.executable, "-m", "studies", "nosuch", "plan"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode != 0 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_commit_every_commits_the_landed_records(monkeypatch, tmp_path):
+    """run --commit_every: tick() commits studies/results/<study> once the interval passed (force: now), and only it."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True).stdout  # noqa: E731
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    study = runner.Study("toy", results=tmp_path / "studies" / "results" / "toy", scratch=tmp_path / "scratch")
+    tick = runner.committer(study, minutes=25)
+    (study.results / "runs" / "a").mkdir(parents=True)
+    (study.results / "runs" / "a" / runlog.FILE).write_text("{}\n")
+    (tmp_path / "other.txt").write_text("not a record")
+    tick()  # the interval has not passed
+    assert not git("log", "--oneline", "--all")
+    tick(force=True)
+    assert git("show", "--name-only", "--format=", "HEAD").split() == ["studies/results/toy/runs/a/metrics.jsonl"]
+    assert "other.txt" in git("status", "--short")
