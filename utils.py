@@ -1,7 +1,6 @@
 """Runtime helpers shared by train.py, sample.py and bench/: devices, precision, run metadata, safe writes."""
 
 import contextlib
-import math
 import os
 import platform
 import socket
@@ -178,25 +177,3 @@ def duration(seconds):
     """'1h02m', '4m05s', '12s'."""
     s = int(round(max(0.0, seconds)))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-def bracket(losses, start, lo, hi):
-    """Grow a factor-2 grid until its best point is interior: (grid to run, best or None while growing, edge note).
-    losses: {value: loss or None (not run yet)}; start: the first grid; lo, hi: how far the grid may grow."""
-    grid = sorted(set(start) | {v for v, x in losses.items() if x is not None})
-    while True:
-        if any(losses.get(v) is None for v in grid):
-            return grid, None, ""
-        scores = [losses[v] for v in grid]
-        i = min(range(len(grid)), key=scores.__getitem__)
-        if not math.isfinite(scores[i]):  # every point diverged: smaller values, down to lo
-            if grid[0] / 2 < lo * 0.999:
-                return grid, None, f"every point diverged (the grid may not grow below {lo:g})"
-            grid = sorted(grid + [grid[0] / 2])
-            continue
-        if 0 < i < len(grid) - 1:
-            return grid, grid[i], ""
-        nxt = grid[0] / 2 if i == 0 else grid[-1] * 2
-        if not lo * 0.999 <= nxt <= hi * 1.001:
-            return grid, grid[i], f"edge optimum at {grid[i]:g} (the grid may not grow past {lo:g} .. {hi:g})"
-        grid = sorted(grid + [nxt])

@@ -133,6 +133,15 @@ def paired_p(a, b, seeds_a, seeds_b):
     return None if math.isnan(p) else p
 
 
+def paired(a, b):
+    """(mean of a - b, paired t-test p, seeds) over the common seeds of two {seed: loss}."""
+    from scipy import stats
+    seeds = sorted(set(a) & set(b))
+    d = [a[s] - b[s] for s in seeds]
+    p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if len(seeds) > 1 else None
+    return (float(np.mean(d)) if d else None), p, len(seeds)
+
+
 def run_record(r):
     """The per-run numbers kept in results.json."""
     head, final = r["header"], r["final"]

@@ -2,9 +2,9 @@
 Learning-rate transfer: final val loss against learning rate, one curve per width, depth or horizon (and per seed),
 for the standard parametrization (gpt: GPT-2 + AdamW), nGPT and nuGPT, trained with train.py on real TinyStories.
 
-    bash studies/lr_transfer.sh               # the queue (studies/runner.py: two one-thread jobs, resumable)
-    bash studies/lr_transfer.sh --plan        # what is done, what is left, how long it takes
-    python -m studies.lr_transfer --report    # tables and plots from studies/results/lr_transfer/runs.jsonl alone
+    python -m studies lr_transfer run         # the queue (studies/runner.py: two one-thread jobs, resumable), the report
+    python -m studies lr_transfer plan        # what is done, what is left, how long it takes
+    python -m studies lr_transfer report      # tables and plots from studies/results/lr_transfer/runs.jsonl alone
 
 Runs: each is one line of runs.jsonl, keyed <param>/<axis>/<value>/lr<lr>/seed<s> (groups: nugpt/groups/<group>
 x<mult>/seed<s>). The base model (width 128, 2 layers, 200 steps) sits on every axis: a run whose train.py settings
@@ -42,7 +42,8 @@ import numpy as np
 
 import trainer
 import utils
-from studies.runner import Job, Study, append_line, bracket, read_lines
+from runlog import append_line, read_lines
+from studies.runner import Job, Study, bracket
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ("gpt", "ngpt", "nugpt", "nugpt_mult1")
@@ -272,7 +273,7 @@ def run_job(a):
         return
     data = Path(a.data)
     if not (data / "meta.json").exists():
-        raise SystemExit(f"error: no prepared data in {data}: run bash studies/lr_transfer.sh (it prepares it)")
+        raise SystemExit(f"error: no prepared data in {data}: run python -m studies lr_transfer run (it prepares it)")
     loss, wall = train_once(keys, str(data))
     append_line(path, dict(key=a.job, **meta, loss=loss, wall=wall, run_id=rid, settings=keys,
                            data=data_fingerprint(data), git=utils.git_commit(), device=utils.device_name("cpu")))
@@ -317,7 +318,15 @@ def summarize(runs, param, axis):
     return out
 
 
-def report(runs, out):
+def report(out, command):
+    """The tables and plots of the records in out/runs.jsonl (command: unused, the report names none)."""
+    runs = load_runs(Path(out) / "runs.jsonl")
+    if not runs:
+        raise SystemExit(f"error: no records in {Path(out) / 'runs.jsonl'}: run python -m studies lr_transfer run first")
+    return tables(runs, Path(out))
+
+
+def tables(runs, out):
     """Markdown tables per axis (loss per lr, optimum with its seed spread, shift) and one PNG per axis with one
     panel per parametrization; returns the summary dict (also written to summary.json)."""
     import matplotlib.pyplot as plt
@@ -387,30 +396,20 @@ def report(runs, out):
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "studies" / "results" / "lr_transfer"), help="runs.jsonl, tables, plots")
-    p.add_argument("--report", action="store_true", help="the tables and plots from runs.jsonl")
-    p.add_argument("--job", help="(the runner's) run this job key and append its record")
-    p.add_argument("--settings", help="(with --job) the train.py keys as JSON")
-    p.add_argument("--meta", help="(with --job) param, axis, value, group, lr, seed as JSON")
-    p.add_argument("--reuse", help="(with --job) the key of a recorded run with the same settings")
+    p = argparse.ArgumentParser(description="(the runner's) run one job of the study and append its record")
+    p.add_argument("--out", default=str(ROOT / "studies" / "results" / "lr_transfer"), help="the folder of runs.jsonl")
+    p.add_argument("--job", required=True, help="the job key")
+    p.add_argument("--settings", required=True, help="the train.py keys as JSON")
+    p.add_argument("--meta", required=True, help="param, axis, value, group, lr, seed as JSON")
+    p.add_argument("--reuse", help="the key of a recorded run with the same settings")
     p.add_argument("--data", default=DESIGN.data, help="prepared data with the reduced vocabulary")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     a = parse(argv)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if a.job:
-        run_job(a)
-        return
-    if not a.report:
-        raise SystemExit("error: give --report (tables from runs.jsonl) or run the queue with bash studies/lr_transfer.sh")
-    runs = load_runs(out / "runs.jsonl")
-    if not runs:
-        raise SystemExit(f"error: no records in {out / 'runs.jsonl'}: run bash studies/lr_transfer.sh first")
-    report(runs, out)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    run_job(a)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 The study runner: a study is a queue of runs whose raw records land in studies/results/<study>/ the moment each run
 ends, so a queue can be stopped at any time (a kill, a restart, the end of a session) and resumed by starting it again.
 
-    bash studies/geometry.sh                  # run or resume the queue: JOBS (default 2) one-thread runs at a time
-    bash studies/geometry.sh --plan           # every run, done or not, and the estimated time of what is left
-    bash studies/commit_results.sh &          # meanwhile: commit studies/results/ every 25 minutes
+    python -m studies geometry run            # run or resume the queue: --jobs (default 2) one-thread runs at a time
+    python -m studies geometry plan           # every run, done or not, and the estimated time of what is left
+    python -m studies geometry run --commit_every=25    # meanwhile commit studies/results/geometry every 25 minutes
 
 A job is one command, of one of two kinds:
 - "run": `python train.py ARGS --out_dir=out-studies/<study>/<key>` (a scratch folder). When it ends with a final
@@ -13,12 +13,11 @@ A job is one command, of one of two kinds:
   the scratch folder is removed. A run stopped half-way (signal, kill) keeps its scratch folder and is resumed from
   its ckpt.pt on the next start (--init_from=resume), or started again when it has none.
 - "line": a command that appends one JSON line with its "key" to studies/results/<study>/runs.jsonl when done.
-The queue is a function of the records so far (`jobs(study)` of each study): a sweep grows its grid when its best
-point sits at an edge, the main runs take the sweep's best rate. A job that waits on others is listed by --plan (with
-its estimate) but started only once the queue function returns it ready.
+The queue is a function of the records so far (`jobs(study)` of each study module): a sweep grows its grid when its
+best point sits at an edge (`bracket`), the main runs take the sweep's best rate. A job that waits on others is listed
+by the plan (with its estimate) but started only once the queue function returns it ready.
 """
 
-import argparse
 import fcntl
 import importlib
 import math
@@ -32,22 +31,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import runlog
-from runlog import append_line, read_lines  # noqa: F401  (the queues' and tests' names)
-from utils import bracket  # noqa: F401
+from runlog import read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "studies" / "results"
 SCRATCH = ROOT / "out-studies"
 LINES = "runs.jsonl"
 RECORD_FILES = (runlog.FILE, "config.json")
-STUDIES = {  # study -> module:function returning its jobs
-    "geometry": "studies.queues:geometry",
-    "multilevel": "studies.queues:multilevel",
-    "variants_tuned": "studies.queues:variants_tuned",
-    "lr_transfer": "studies.lr_transfer:jobs",
-    "lab": "studies.queues:lab",
-    "lab_quick": "studies.queues:lab_quick",
-}
+STUDIES = ("variants", "geometry", "multilevel", "lr_transfer", "lab")  # each studies/<name>.py: jobs(), report()
+
+
+def bracket(losses, start, lo, hi):
+    """Grow a factor-2 grid until its best point is interior: (grid to run, best or None while growing, edge note).
+    losses: {value: loss or None (not run yet)}; start: the first grid; lo, hi: how far the grid may grow."""
+    grid = sorted(set(start) | {v for v, x in losses.items() if x is not None})
+    while True:
+        if any(losses.get(v) is None for v in grid):
+            return grid, None, ""
+        scores = [losses[v] for v in grid]
+        i = min(range(len(grid)), key=scores.__getitem__)
+        if not math.isfinite(scores[i]):  # every point diverged: smaller values, down to lo
+            if grid[0] / 2 < lo * 0.999:
+                return grid, None, f"every point diverged (the grid may not grow below {lo:g})"
+            grid = sorted(grid + [grid[0] / 2])
+            continue
+        if 0 < i < len(grid) - 1:
+            return grid, grid[i], ""
+        nxt = grid[0] / 2 if i == 0 else grid[-1] * 2
+        if not lo * 0.999 <= nxt <= hi * 1.001:
+            return grid, grid[i], f"edge optimum at {grid[i]:g} (the grid may not grow past {lo:g} .. {hi:g})"
+        grid = sorted(grid + [nxt])
 
 
 @dataclass
@@ -154,12 +167,38 @@ class Study:
         return out
 
 
+def final_loss(run):
+    """A landed run's final val loss (inf when it diverged or is missing)."""
+    if run is None or run.diverged:
+        return math.inf
+    loss = run.final.get("final_val_loss")
+    return loss if loss is not None and math.isfinite(loss) else math.inf
+
+
+def fmt(x):
+    return f"{x:g}"
+
+
+def landed_values(study, prefix):
+    """The numbers v of the landed runs named prefix + v, e.g. grid points added by an earlier growth."""
+    out = set()
+    parent, stem = (study.results / prefix).parent, (study.results / prefix).name
+    if parent.is_dir():
+        for d in parent.iterdir():
+            rest = d.name[len(stem):] if d.name.startswith(stem) else ""
+            try:
+                out.add(float(rest))
+            except ValueError:
+                pass
+    return out
+
+
 def load_jobs(name):
-    """The queue function of a study: a name of STUDIES, or module:function (a queue of your own)."""
-    spec = STUDIES.get(name, name)
+    """The queue function of a study: a name of STUDIES (studies/<name>.py:jobs), or module:function (your own)."""
+    spec = f"studies.{name}:jobs" if name in STUDIES else name
     module, _, fn = spec.partition(":")
     if not fn:
-        sys.exit(f"error: unknown study {name!r}: choose one of {', '.join(sorted(STUDIES))} or give module:function")
+        sys.exit(f"error: unknown study {name!r}: choose one of {', '.join(STUDIES)} or give module:function")
     try:
         return getattr(importlib.import_module(module), fn)
     except (ImportError, AttributeError) as e:
@@ -200,8 +239,9 @@ def plan(study, jobs, slots):
     return "\n".join(head + lines + tail), left
 
 
-def run_queue(study, jobs_fn, slots, stop):
-    """Run the study's ready jobs, `slots` at a time, recomputing the queue after each one; returns an exit code."""
+def run_queue(study, jobs_fn, slots, stop, tick=lambda: None):
+    """Run the study's ready jobs, `slots` at a time, recomputing the queue after each one (and calling tick() once a
+    second); returns an exit code."""
     running, failed = {}, {}
     for job in jobs_fn(study):  # runs that ended after their runner stopped: land them now
         if job.kind == "run" and not job.waits and not study.done(job) and study.land(job):
@@ -223,6 +263,7 @@ def run_queue(study, jobs_fn, slots, stop):
         if not running:
             break
         time.sleep(1.0)
+        tick()
         for key, (proc, job, log, t0) in list(running.items()):
             rc = proc.poll()
             if rc is None:
@@ -260,25 +301,34 @@ def run_queue(study, jobs_fn, slots, stop):
     return 0
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("study", help=f"{', '.join(sorted(STUDIES))}, or module:function returning the jobs of your own")
-    p.add_argument("--plan", action="store_true", help="print the queue and the estimate of what is left; run nothing")
-    p.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS", 2)), help="runs at a time (one thread each)")
-    a = p.parse_args(argv)
-    if a.jobs < 1:
-        sys.exit(f"error: --jobs={a.jobs}: give at least 1")
-    jobs_fn = load_jobs(a.study)
+def committer(study, minutes):
+    """tick(force=False): commit the study's records (git add + commit of its results folder) when `minutes` have
+    passed since the last commit (0: never), so a stop loses no landed record."""
+    last, path = [time.time()], os.path.relpath(study.results, ROOT)
+
+    def tick(force=False):
+        if not minutes or not force and time.time() - last[0] < 60 * minutes:
+            return
+        last[0] = time.time()
+        subprocess.run(["git", "add", "--", path], cwd=ROOT, check=False)
+        if subprocess.run(["git", "diff", "--cached", "--quiet", "--", path], cwd=ROOT).returncode:
+            subprocess.run(["git", "commit", "--quiet", "-m", f"{path}: records of the running queue "
+                            f"({time.strftime('%H:%M')})", "--", path], cwd=ROOT, check=False)
+            print(f"[{time.strftime('%H:%M:%S')}] committed {path}", flush=True)
+    return tick
+
+
+def run(name, slots, commit_every=0):
+    """Run (or resume) the queue of a study under a lock on its scratch folder; SIGTERM/SIGINT stop it cleanly (each
+    run saves a checkpoint). Returns an exit code."""
+    jobs_fn = load_jobs(name)
     study = jobs_fn(None)  # called without a study, a queue function returns its Study (folders, guesses)
-    if a.plan:
-        print(plan(study, jobs_fn(study), a.jobs)[0])
-        return 0
     study.scratch.mkdir(parents=True, exist_ok=True)
     lock = open(study.scratch / ".lock", "a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        sys.exit(f"error: another runner of {a.study} is working ({study.scratch / '.lock'}): wait for it or stop it")
+        sys.exit(f"error: another runner of {name} is working ({study.scratch / '.lock'}): wait for it or stop it")
     lock.seek(0)
     lock.truncate()
     lock.write(f"{os.getpid()}\n")
@@ -292,9 +342,8 @@ def main(argv=None):
                 proc.send_signal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-    print(plan(study, jobs_fn(study), a.jobs)[0].splitlines()[0], flush=True)
-    return run_queue(study, jobs_fn, a.jobs, stop)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print(plan(study, jobs_fn(study), slots)[0].splitlines()[0], flush=True)
+    tick = committer(study, commit_every)
+    rc = run_queue(study, jobs_fn, slots, stop, tick)
+    tick(force=True)
+    return rc

@@ -135,29 +135,29 @@ def test_trains_two_tiny_runs_and_reports(tmp_path):
     assert (runs / "baseline/seed0/metrics.jsonl").stat().st_mtime == mtime
 
 
-def test_analyze_names_the_queue_when_a_study_has_no_records(monkeypatch, tmp_path, capsys):
-    from studies import analyze
-    monkeypatch.setattr(analyze, "RESULTS", tmp_path)
-    with pytest.raises(SystemExit, match="error: geometry: no run records .* run bash studies/geometry.sh first"):
-        analyze.main(["geometry"])
-    analyze.main(["all"])  # every study empty: one line each, no traceback
-    assert capsys.readouterr().out.count("no run records") == len(analyze.STUDIES)
+def test_report_names_the_queue_when_a_study_has_no_records(monkeypatch, tmp_path, capsys):
+    from studies import __main__ as entry
+    from studies import runner
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit, match="error: geometry: no run records .* run python -m studies geometry run first"):
+        entry.main(["geometry", "report"])
+    entry.main(["report", "all"])  # every study empty: one line each, no traceback
+    assert capsys.readouterr().out.count("no run records") == len(runner.STUDIES)
 
 
 @pytest.mark.slow
-def test_geometry_and_multilevel_analyses_from_tiny_records(monkeypatch, tmp_path, toy):
-    """python -m studies.analyze geometry / multilevel on tiny real runs laid out as their queues land them: the
-    verdict tables (pairwise paired p, instability, mechanism with attention entropy), spectral plots, FLOPs ratios."""
-    from studies import analyze
+def test_geometry_and_multilevel_reports_from_tiny_records(tmp_path, toy):
+    """The geometry and multilevel reports on tiny real runs laid out as their queues land them: the verdict tables
+    (pairwise paired p, instability, mechanism with attention entropy), spectral plots, FLOPs ratios."""
+    from studies import geometry, multilevel
     from tests.helpers import args, run
-    monkeypatch.setattr(analyze, "RESULTS", tmp_path)
     geo = dict(optimizer="manifold_muon", spectral_interval=4, max_iters=8, eval_interval=4, n_layer=2)
     for arm in ("none-none", "stiefel-dgram", "dgram-stiefel"):
         attn, mlp = arm.split("-")
         for seed in (0, 1):
             run(args(toy, tmp_path / "geometry" / "runs" / arm / f"seed{seed}", geometry_attn=attn, geometry_mlp=mlp,
                      seed=seed, **geo))
-    analyze.main(["geometry"])
+    geometry.report(tmp_path / "geometry", "test")
     text = (tmp_path / "geometry" / "compare" / "results.md").read_text()
     assert "stiefel-dgram - dgram-stiefel" in text and "unstable runs" in text and "entropy (min)" in text
     assert (tmp_path / "geometry" / "spectral" / "attention_saturation.png").stat().st_size > 0
@@ -169,7 +169,7 @@ def test_geometry_and_multilevel_analyses_from_tiny_records(monkeypatch, tmp_pat
     for arm, extra in arms.items():
         for seed in (0, 1):
             run(args(toy, tmp_path / "multilevel" / "runs" / arm / f"seed{seed}", seed=seed, **ml, **extra))
-    analyze.main(["multilevel"])
+    multilevel.report(tmp_path / "multilevel", "test")
     text = (tmp_path / "multilevel" / "results.md").read_text()
     assert "| corrected | 2 |" in text and "without the head" in text
     summary = json.loads((tmp_path / "multilevel" / "summary.json").read_text())

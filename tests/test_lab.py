@@ -293,17 +293,16 @@ def test_float64_runs_the_same_prompts_and_initialisation():
 
 
 def test_report_counts_a_run_ending_above_its_start_as_diverged():
-    from lab.run_study import diverged, fixed
+    from studies.lab import diverged, fixed
     rec = dict(diverged=False, fixed=3931.0, curve=[5.56, 2.3, 3931.0])
     assert diverged(rec) and fixed(rec) == math.inf
     assert not diverged({**rec, "fixed": 0.5, "curve": [5.56, 0.5]}) and fixed({**rec, "fixed": 0.5}) == 0.5
 
 
 def test_depth64_jobs_and_the_depth_claims_wait_for_them(tmp_path):
-    from lab.run_study import depth_for_claims, depth_results
-    from studies.queues import lab
+    from studies.lab import depth_for_claims, depth_results, quick_jobs
     from studies.runner import Study
-    jobs = lab(Study("lab_quick", results=tmp_path), quick=True)
+    jobs = quick_jobs(Study("lab_quick", results=tmp_path))
     d64 = [j for j in jobs if j.key.startswith("depth64/")]
     cfgs = [json.loads(j.argv[j.argv.index("--config") + 1]) for j in d64 if not j.waits]
     assert {j.key.split("/")[1] for j in d64} == {"L6", "L8"} and {j.shape for j in d64} == {"L6-f64", "L8-f64"}

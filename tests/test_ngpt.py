@@ -311,7 +311,7 @@ def test_lr_transfer_sweeps_and_reports(toy, tmp_path):
     assert {(r["group"], r["value"]) for r in g} == {(x, m) for x in lr_transfer.GROUPS for m in lr_transfer.MULTS}
     assert len({r["lr"] for r in g}) == 1 and g[0]["settings"]["n_embd"] == 32
     assert run_lr_queue(study, design) == 0  # everything done: nothing reruns
-    lr_transfer.main(["--report", "--out", str(tmp_path)])
+    lr_transfer.report(tmp_path, "python -m studies lr_transfer report")
     table = (tmp_path / "lr_transfer.md").read_text()
     assert "nuGPT" in table and "shift (log2; per seed)" in table and "regret" in table
     assert (tmp_path / "lr_transfer_width.png").stat().st_size > 0
@@ -422,5 +422,5 @@ def test_lr_transfer_nugpt_with_unit_multipliers(toy, tmp_path):
             assert r["settings"]["nu_lr_scaling"] is False and not r.get("reused_from")
             assert {**r["settings"], "nu_lr_scaling": True} == {**twin["settings"], "nu_lr_scaling": True}
             assert r["loss"] != twin["loss"]  # the multipliers change the run
-    lr_transfer.main(["--report", "--out", str(tmp_path)])
+    lr_transfer.report(tmp_path, "python -m studies lr_transfer report")
     assert "nuGPT, m_w = m_T = 1" in (tmp_path / "lr_transfer.md").read_text()

@@ -1,4 +1,4 @@
-"""The study runner (studies/runner.py): records land as runs end, a killed queue resumes, --plan, the queues."""
+"""The study runner (studies/runner.py, python -m studies): records land as runs end, a killed queue resumes, plan."""
 
 import json
 import os
@@ -37,8 +37,8 @@ def toy_queue(tmp_path, toy):
     return tmp_path, env
 
 
-def runner_cmd(*extra):
-    return [sys.executable, "-m", "studies.runner", "toyqueue:jobs", "--jobs=1", *extra]
+def runner_cmd(action="run"):
+    return [sys.executable, "-m", "studies", "toyqueue:jobs", action, "--jobs=1"]
 
 
 @pytest.mark.slow
@@ -56,7 +56,7 @@ def test_killed_queue_resumes_with_the_unfinished_run_only(toy_queue):
     proc.wait()
     assert runlog.Run(first.parent).finished and (first.parent / "config.json").is_file()
     assert not (tmp / "results" / "runs" / "second").exists()  # a half-run never looks finished
-    plan = subprocess.run(runner_cmd("--plan"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    plan = subprocess.run(runner_cmd("plan"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert plan.returncode == 0, plan.stderr
     lines = plan.stdout.splitlines()
     assert "2 jobs, 1 done, 1 to do" in lines[0]
@@ -107,9 +107,9 @@ def test_diverged_run_is_a_result(toy, tmp_path):
 def test_half_written_line_is_skipped_and_mended(tmp_path):
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "los')  # a kill during an append
-    assert [r["key"] for r in runner.read_lines(path)] == ["a"]
-    runner.append_line(path, {"key": "c"})
-    assert [r["key"] for r in runner.read_lines(path)] == ["a", "c"]
+    assert [r["key"] for r in runlog.read_lines(path)] == ["a"]
+    runlog.append_line(path, {"key": "c"})
+    assert [r["key"] for r in runlog.read_lines(path)] == ["a", "c"]
 
 
 def test_bracket_grows_past_an_edge_and_stops_at_the_range():
@@ -127,16 +127,35 @@ def test_bracket_grows_past_an_edge_and_stops_at_the_range():
     assert grid == [0.25, 0.5, 1, 2] and best is None  # 0.5 is the best at the edge: 0.25 is to run
 
 
-@pytest.mark.parametrize("study", sorted(runner.STUDIES))
+@pytest.mark.parametrize("study", runner.STUDIES)
 def test_every_study_plans(study, tmp_path):
-    """--plan of every study queue lists its jobs and a total estimate, without running anything."""
-    p = subprocess.run([sys.executable, "-m", "studies.runner", study, "--plan"], cwd=ROOT, capture_output=True,
+    """`python -m studies NAME plan` of every study lists its jobs and a total estimate, without running anything."""
+    p = subprocess.run([sys.executable, "-m", "studies", study, "plan"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(f"{study}: ") and "left:" in p.stdout.splitlines()[-1]
 
 
 def test_unknown_study_is_a_one_line_error():
-    p = subprocess.run([sys.executable, "-m", "studies.runner", "nosuch", "--plan"], cwd=ROOT, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "studies", "nosuch", "plan"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode != 0 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_commit_every_commits_the_landed_records(monkeypatch, tmp_path):
+    """run --commit_every: tick() commits studies/results/<study> once the interval passed (force: now), and only it."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True).stdout  # noqa: E731
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    study = runner.Study("toy", results=tmp_path / "studies" / "results" / "toy", scratch=tmp_path / "scratch")
+    tick = runner.committer(study, minutes=25)
+    (study.results / "runs" / "a").mkdir(parents=True)
+    (study.results / "runs" / "a" / runlog.FILE).write_text("{}\n")
+    (tmp_path / "other.txt").write_text("not a record")
+    tick()  # the interval has not passed
+    assert not git("log", "--oneline", "--all")
+    tick(force=True)
+    assert git("show", "--name-only", "--format=", "HEAD").split() == ["studies/results/toy/runs/a/metrics.jsonl"]
+    assert "other.txt" in git("status", "--short")

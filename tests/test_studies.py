@@ -1,0 +1,113 @@
+"""The studies (studies/<name>.py, python -m studies): every report rebuilds from a few records, the tuned variants'
+reading rule, the import picture (studies and bench stand above the product)."""
+
+import ast
+import json
+import shutil
+
+import pytest
+
+from studies import __main__ as entry
+from studies import runner, variants
+from tests.helpers import ROOT
+
+RESULTS = ROOT / "studies" / "results"
+SAMPLE = {  # a few committed records of each study (run folders, or keys of runs.jsonl)
+    "variants": ["runs/baseline/seed0", "runs/baseline/seed1", "runs/yuriiformer/seed0", "runs/yuriiformer/seed1",
+                 "vocab/top4096/baseline/seed0", "vocab/top4096/yuriiformer/seed0",
+                 "tuned/baseline/adamw0.002-muon0.02/seed0"],
+    "geometry": ["runs/none-none/seed0", "runs/none-none/seed1", "runs/stiefel-dgram/seed0", "runs/stiefel-dgram/seed1",
+                 "clean/stiefel-dgram/seed0", "long/stiefel-dgram/seed0", "sweep/none-none/lr0.02"],
+    "multilevel": ["runs/single/seed0", "runs/single/seed1", "runs/plain/seed0", "runs/plain/seed1", "sweep/lr0.1"],
+    "lr_transfer": ["gpt/width/"],
+    "lab": ["core/normal/", "grid/normal/adam/lr0.01/", "noise/normal/L3"],
+}
+OUTPUTS = {  # what each report writes
+    "variants": ["results.md", "results.json", "val_loss_steps.png", "coef_yuriiformer.png", "tuned.md"],
+    "geometry": ["compare/results.md", "compare/results.json", "spectral/summary.json", "spectral/spectral.png",
+                 "long_spectral/val_loss.png"],
+    "multilevel": ["results.md", "summary.json", "loss_vs_flops.png"],
+    "lr_transfer": ["lr_transfer.md", "summary.json", "lr_transfer_width.png"],
+    "lab": ["results.md", "results.json", "adam_vs_sgd.png", "noise_hist.png"],
+}
+
+
+def copy_records(name, dst):
+    """The SAMPLE records of a study, copied from studies/results/<name>/ into dst."""
+    if name in ("lr_transfer", "lab"):
+        lines = [r for r in runner.read_lines(RESULTS / name / "runs.jsonl") if r["key"].startswith(tuple(SAMPLE[name]))]
+        dst.mkdir(parents=True)
+        (dst / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        return
+    for key in SAMPLE[name]:
+        shutil.copytree(RESULTS / name / key, dst / key)
+
+
+@pytest.mark.slow
+def test_report_all_rebuilds_every_study_from_a_few_records(monkeypatch, tmp_path):
+    """`python -m studies report all` on a few copied records per study: each report runs and writes its files."""
+    for name in runner.STUDIES:
+        copy_records(name, tmp_path / name)
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    assert entry.main(["report", "all"]) == 0
+    for name, files in OUTPUTS.items():
+        for f in files:
+            assert (tmp_path / name / f).stat().st_size > 0, f"{name}: {f} not written"
+
+
+def fake_run(folder, loss, seed):
+    """A landed run record with only what the reports read: header (config), final record."""
+    folder.mkdir(parents=True)
+    recs = [{"kind": "header", "iter": 0, "config": {"seed": seed}},
+            {"kind": "final", "iter": 1500, "final_val_loss": loss, "best_val_loss": loss, "wall_time": 1.0}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+@pytest.mark.parametrize("offset, verdict", [(-0.05, "holds"), (0.05, "reversed"), (0.0, "unresolved")])
+def test_tuned_variants_report_reads_the_predeclared_rule(tmp_path, offset, verdict):
+    """Each core arm: an AdamW sweep with its optimum at 2e-3, a Muon sweep there with its optimum at 0.02, 3 seeds
+    at the pair; yuriiformer sits `offset` (+- a little) from baseline_embed on every seed (0: signs split); the other
+    arms wait."""
+    adamw, muon = {1e-3: 3.1, 2e-3: 3.0, 4e-3: 3.05, 8e-3: 3.2}, {0.01: 3.1, 0.04: 3.05}
+    for arm, shift, noise in (("baseline_embed", 0.0, (0.01, -0.01, 0.004)), ("yuriiformer", offset, (0.012, -0.013, 0.005))):
+        for a, loss in adamw.items():  # seed 0 at 2e-3 is also the best pair's seed 0
+            fake_run(tmp_path / variants.vt_key(arm, a, 0.02, 0), loss + shift + noise[0] * (a == 2e-3), 0)
+        for m, loss in muon.items():
+            fake_run(tmp_path / variants.vt_key(arm, 2e-3, m, 0), loss + shift, 0)
+        for seed in (1, 2):
+            fake_run(tmp_path / variants.vt_key(arm, 2e-3, 0.02, seed), 3.0 + shift + noise[seed], seed)
+    variants.tuned_report(tmp_path)
+    text = (tmp_path / "tuned.md").read_text()
+    assert "best pair AdamW 0.002, Muon 0.02: final val loss" in text
+    row = next(line for line in text.splitlines() if line.startswith("| yuriiformer - baseline_embed"))
+    assert row.endswith(f"| {verdict} |")
+    assert "| yuriiformer_v0zero - baseline | waiting for the runs of yuriiformer_v0zero and baseline |" in text
+    assert "- AdamW sweep (Muon 0.02, seed 0): waiting for 4 runs" in text  # polyak, nesterov_euler, ...
+
+
+def test_variants_jobs_keep_their_keys_and_arguments(tmp_path):
+    """The untuned runs are all recorded (nothing reruns); a tuned run's command is the untuned one plus its rates."""
+    study = runner.Study("variants")
+    untuned = [j for j in variants.jobs(study) if not j.key.startswith("tuned/")]
+    assert len(untuned) == 32 and all(study.done(j) for j in untuned)
+    tuned = variants.tuned_jobs(runner.Study("variants", results=tmp_path))
+    first = next(j for j in tuned if j.key == "tuned/baseline/adamw0.001-muon0.02/seed0")
+    base = next(j for j in untuned if j.key == "runs/baseline/seed0")
+    assert first.argv == base.argv[:-1] + ["--learning_rate=0.001", "--min_lr=0.0001", "--muon_lr=0.02", "--seed=0"]
+
+
+def imports(path):
+    """The top-level package of every import in a Python file."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module.split(".")[0]
+
+
+def test_product_modules_do_not_import_studies_or_bench():
+    """studies/ and bench/ stand above the product: no top-level module, nothing in data/ or lab/ imports them."""
+    files = [*ROOT.glob("*.py"), *(ROOT / "data").rglob("*.py"), *(ROOT / "lab").rglob("*.py")]
+    assert len(files) > 10
+    bad = {str(f.relative_to(ROOT)): m for f in files for m in imports(f) if m in ("studies", "bench")}
+    assert not bad, f"product modules import studies/bench: {bad}"
