@@ -349,8 +349,9 @@ def analyze(recs, quick=False):
 
 def depth_results(by, root, depths, n_depth):
     """Per L<L>/<opt> of the runs root/L<L>/<opt>/lr<lr>/seed<s>: the best seed-0 rate, whether the grid brackets it,
-    the fixed-batch losses of its seeds, divergences on the grid, and the minibatches skipped as non-finite (all runs,
-    with the largest prompt norm among them and over every minibatch)."""
+    the fixed-batch losses of its seeds, divergences on the grid, and the minibatches skipped as non-finite (per seed
+    at the best rate, and summed over the grid's other rates, with the largest prompt norm among the skipped ones and
+    over every minibatch)."""
     out = {}
     for L in depths:
         for opt in OPTS:
@@ -361,11 +362,14 @@ def depth_results(by, root, depths, n_depth):
             if not seed0:
                 continue
             b = min(seed0, key=seed0.get)
-            vals = [fixed(r) for r in (by.get(f"{prefix}/lr{b:g}/seed{s}") for s in range(n_depth)) if r is not None]
+            best = [r for r in (by.get(f"{prefix}/lr{b:g}/seed{s}") for s in range(n_depth)) if r is not None]
+            vals = [fixed(r) for r in best]
             out[f"L{L}/{opt}"] = dict(lr=b, bracketed=min(seed0) < b < max(seed0), fixed=vals, median=median(vals),
                                       seeds=len(vals), diverged=sum(not math.isfinite(x) for x in seed0.values()),
                                       all_diverged=not any(math.isfinite(x) for x in seed0.values()),
-                                      grid=(min(seed0), max(seed0)), **skip_stats(runs))
+                                      grid=(min(seed0), max(seed0)), **skip_stats(runs),
+                                      best_skipped=[r["skipped"] for r in best if "skipped" in r],
+                                      grid_skipped=sum(r.get("skipped", 0) for r in runs if r not in best))
     return out
 
 
@@ -544,13 +548,14 @@ def table(res, meta):
     if res["depth64"]:
         lines += ["", f"## Depth beyond 4 layers in float64, non-finite minibatches skipped ({sh} steps; the float32 "
                   "runs above stop at their first non-finite minibatch)", "",
-                  "| layers | optimizer | lr (grid) | fixed (seeds) | diverged on the grid | skipped minibatches | "
-                  "largest prompt norm skipped / seen |", "|---|---|---|---|---|---|---|"]
+                  "| layers | optimizer | lr (grid) | fixed (seeds) | diverged on the grid | skipped minibatches: best lr "
+                  "(seeds) / rest of the grid | largest prompt norm skipped / seen |", "|---|---|---|---|---|---|---|"]
     for k, x in res["depth64"].items():
         L, opt = k.split("/")
         lr = "every lr diverged" if x["all_diverged"] else f"{x['lr']:g}{'' if x['bracketed'] else ' (edge)'}"
         lines.append(f"| {L[1:]} | {opt} | {lr} ({x['grid'][0]:g}-{x['grid'][1]:g}) | {fmt_l(x['fixed'])} | "
-                     f"{x['diverged']} | {x['skipped']} | {x['skipped_prompt_norm']:.3g} / {x['prompt_norm_max']:.3g} |")
+                     f"{x['diverged']} | {', '.join(map(str, x['best_skipped']))} / {x['grid_skipped']} | "
+                     f"{x['skipped_prompt_norm']:.3g} / {x['prompt_norm_max']:.3g} |")
     lines += ["", "## Gradient noise at initialisation (10k minibatches of 1000 vs a 100k-prompt gradient; 95% bootstrap)",
               "", "| covariates / layers | q99 / median | max / median | kurtosis of norm | coord. kurtosis (median) "
               "| Hill tail index |", "|---|---|---|---|---|---|"]
