@@ -38,3 +38,13 @@ def test_the_script_list():
 def test_no_script_imports_a_script(path):
     scripts = sorted(imported(path) & NAMES)
     assert not scripts, f"{path} imports the script(s) {scripts}: move what it uses into a module"
+
+
+def test_the_editable_install_maps_every_module():
+    """pyproject's py-modules and packages name every top-level module and package: the editable install maps only
+    those, so a script run from a subfolder (python bench/x.py) finds nothing else."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(setup["py-modules"]) == {p.stem for p in ROOT.glob("*.py")}
+    assert set(setup["packages"]) == {p.parent.name for p in ROOT.glob("*/__init__.py")}
