@@ -16,8 +16,11 @@ per arm would tie each curve to its own horizon).
      + 10 fine steps until step 2,400); corrected (the same with the MG/OPT coherence term, tau 1, from gradients
      averaged over 4 batches); coarse_heavy (cycles of 8 coarse + 2 fine until 2,400, coherence-corrected).
      Evaluations every 200 steps on 32 batches of each split; the multilevel arms also evaluate their coarse networks.
-  3. bracket/<arm>/lr<lr>/seed0 (issue 40): single and plain at half and twice the chosen rate (0.05, 0.2), 3,000
-     steps, seed 0: is the rate interior for the multilevel arm too (it was tuned on single-level runs)?
+  3. bracket/<arm>/lr<lr>/seed0 (issue 40): single and plain at half, once and twice the chosen rate (0.05, 0.1,
+     0.2), 3,000 steps, seed 0, every point at one commit on one machine (runs/ at 0.1 ran on another machine and
+     commit), grown by a factor 2 past an edge optimum. Reading rule, fixed before the bracket's numbers: the rate is
+     interior for an arm when its final val loss there is below both neighbours; the plain - single difference is
+     then restated with each arm at its own best rate (seed 0 only: one seed, no p-value).
 
 The report (studies/results/multilevel/): results.md (per arm the final val loss, the FLOPs (with and without the LM
 head) and wall time to reach the single-level run's final loss, the coarse networks' gap; the sweep), summary.json and
@@ -39,7 +42,7 @@ ML_COMMON = ("config/tinystories_baseline_cpu.py --data_dir=data/tinystories_stu
              "--always_save_checkpoint=False --optimizer=sgd --sgd_momentum=0.9 --weight_decay=0.0 --grad_clip=1.0 "
              "--warmup_iters=100 --shortlist=0 --lr_decay_iters=300")
 ML_LRS, ML_LR_RANGE, ML_TIE = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8), (0.003125, 3.2), 0.01
-ML_BRACKET_ARMS, ML_BRACKET = ("single", "plain"), (0.5, 2.0)
+ML_BRACKET_ARMS, ML_BRACKET = ("single", "plain"), (0.5, 1.0, 2.0)
 ML_LEVELS = "--multilevel_levels=2 --multilevel_until=2400 --eval_coarse=True"
 ML_CORRECTION = "--multilevel_correction=1.0 --multilevel_correction_batches=4"
 ML_ARMS = {  # arm: (train.py arguments, seeds), run in this order
@@ -95,16 +98,26 @@ def jobs(study):
                                  "--max_iters=3000", "--eval_interval=200", "--eval_iters=32", "--log_interval=25",
                                  f"--seed={seed}"], 3000, shape))
     for arm in ML_BRACKET_ARMS:  # 3. is the rate interior for the multilevel arm too?
-        for factor in ML_BRACKET:
-            extra, shape = ML_ARMS[arm][0], f"12L256-{arm}"
-            if best is None:
-                out.append(Job(f"bracket/{arm}/lr?x{factor:g}/seed0", [], 3000, shape, waits="the learning-rate sweep"))
-                continue
-            lr = best * factor
+        extra, shape = ML_ARMS[arm][0], f"12L256-{arm}"
+        if best is None:
+            out.append(Job(f"bracket/{arm}/seed0", [], 3000, shape, waits="the learning-rate sweep"))
+            continue
+        grid, _ = bracket_losses(study, arm, best)
+        for lr in grid:
             out.append(Job(f"bracket/{arm}/lr{fmt(lr)}/seed0", ["train.py", *ML_COMMON.split(), *constant_lr(lr).split(),
                            *extra.split(), "--max_iters=3000", "--eval_interval=200", "--eval_iters=32",
                            "--log_interval=25", "--seed=0"], 3000, shape))
     return out
+
+
+def bracket_losses(study, arm, best):
+    """(grid to run, {lr: final val loss or None}) of an arm's bracket around the chosen rate best."""
+    losses = {}
+    for lr in {best * f for f in ML_BRACKET} | landed_values(study, f"bracket/{arm}/lr"):
+        run = study.run(f"bracket/{arm}/lr{fmt(lr)}/seed0")
+        losses[lr] = None if run is None else final_loss(run)
+    grid, _, _ = bracket(losses, [best * f for f in ML_BRACKET], *ML_LR_RANGE)
+    return grid, losses
 
 
 
@@ -211,6 +224,35 @@ def plot(arms, path):
     plt.close(fig)
 
 
+def bracket_report(out, summary):
+    """The bracket's lines (the reading rule of step 3) and summary["bracket"]: per arm {lr: loss}, best, interior."""
+    found = {}
+    for arm in ML_BRACKET_ARMS:
+        runs = {float(d.parent.name[2:]): runlog.Run(d) for d in (out / "bracket" / arm).glob("lr*/seed0")}
+        found[arm] = {lr: final_loss(r) for lr, r in sorted(runs.items()) if r.done}
+    if not any(found.values()):
+        return []
+    lines, best = ["", "Bracket of the rate (issue 40; 3,000 steps, seed 0, every point at one commit on one machine; "
+                   "final val loss; interior: below both neighbours):", ""], {}
+    for arm, losses in found.items():
+        grid = sorted(losses)
+        i = min(range(len(grid)), key=lambda j: losses[grid[j]]) if grid else None
+        interior = i is not None and 0 < i < len(grid) - 1
+        best[arm] = grid[i] if i is not None else None
+        summary.setdefault("bracket", {})[arm] = dict(losses={fmt(lr): v for lr, v in losses.items()}, best=best[arm],
+                                                       interior=interior)
+        points = ", ".join(("**{}: {:.4f}**" if lr == best[arm] else "{}: {:.4f}").format(fmt(lr), losses[lr])
+                           for lr in grid)
+        where = ("interior" if interior else "waiting for the grid" if len(grid) < len(ML_BRACKET)
+                 else f"edge optimum at {fmt(best[arm])}")
+        lines.append(f"- {arm}: {points} ({where})")
+    if all(summary.get("bracket", {}).get(a, {}).get("interior") for a in ML_BRACKET_ARMS):
+        d = found["plain"][best["plain"]] - found["single"][best["single"]]
+        summary["bracket"]["plain_minus_single_at_own_best"] = d
+        lines.append(f"- plain - single, each at its own best rate (seed 0, one seed: no p-value): {d:+.4f}")
+    return lines
+
+
 def report(out, command):
     """results.md, summary.json and loss_vs_flops.png from the records in out (runs/<arm>/seed<k>, sweep/lr<lr>)."""
     out = Path(out)
@@ -236,6 +278,7 @@ def report(out, command):
                   "loss): " + ", ".join(f"{d.name[2:]}: " + ("diverged" if runlog.Run(d).diverged else
                                                              f"{runlog.Run(d).final['final_val_loss']:.4f}")
                                          for d in sweep if runlog.Run(d).done)]
+    lines += bracket_report(out, summary)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     utils.atomic_write_text(json.dumps(summary, indent=1, default=float) + "\n", out / "summary.json")
     plot(arms, out / "loss_vs_flops.png")

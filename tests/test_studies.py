@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from studies import __main__ as entry
-from studies import runner, variants
+from studies import multilevel, runner, variants
 from tests.helpers import ROOT
 
 RESULTS = ROOT / "studies" / "results"
@@ -94,6 +94,28 @@ def test_variants_jobs_keep_their_keys_and_arguments(tmp_path):
     first = next(j for j in tuned if j.key == "tuned/baseline/adamw0.001-muon0.02/seed0")
     base = next(j for j in untuned if j.key == "runs/baseline/seed0")
     assert first.argv == base.argv[:-1] + ["--learning_rate=0.001", "--min_lr=0.0001", "--muon_lr=0.02", "--seed=0"]
+
+
+def test_multilevel_bracket_grows_past_an_edge_and_reads_the_rule(monkeypatch, tmp_path):
+    """The bracket around the chosen rate 0.1: 0.05, 0.1, 0.2 per arm; an edge optimum (plain at 0.2) adds 0.4; the
+    report says interior or edge and, once both are interior, plain - single at each arm's own best."""
+    study = runner.Study("multilevel", results=tmp_path)
+    monkeypatch.setattr(multilevel, "multilevel_best", lambda losses: (multilevel.ML_LRS, 0.1))
+    keys = lambda: [j.key for j in multilevel.jobs(study) if j.key.startswith("bracket/")]  # noqa: E731
+    assert keys() == [f"bracket/{a}/lr{lr}/seed0" for a in ("single", "plain") for lr in ("0.05", "0.1", "0.2")]
+    for arm, losses in (("single", {0.05: 3.20, 0.1: 3.17, 0.2: 3.19}), ("plain", {0.05: 3.4, 0.1: 3.31, 0.2: 3.28})):
+        for lr, loss in losses.items():
+            fake_run(tmp_path / f"bracket/{arm}/lr{lr:g}/seed0", loss, 0)
+    assert keys()[-1] == "bracket/plain/lr0.4/seed0"
+    summary = {}
+    text = "\n".join(multilevel.bracket_report(tmp_path, summary))
+    assert "- single: 0.05: 3.2000, **0.1: 3.1700**, 0.2: 3.1900 (interior)" in text
+    assert "(edge optimum at 0.2)" in text and "each at its own best" not in text
+    fake_run(tmp_path / "bracket/plain/lr0.4/seed0", 3.30, 0)
+    text = "\n".join(multilevel.bracket_report(tmp_path, summary))
+    assert "**0.2: 3.2800**, 0.4: 3.3000 (interior)" in text
+    assert "plain - single, each at its own best rate (seed 0, one seed: no p-value): +0.1100" in text
+    assert summary["bracket"]["plain"]["best"] == 0.2
 
 
 def imports(path):
