@@ -317,6 +317,15 @@ def inputs(args, hub):
                 text_field=args.text_field, one_per_line=args.one_per_line)
 
 
+def same_inputs(old, new):
+    """True when two inputs() differ at most in the folders of their files: a moved clone or source folder (names,
+    sizes and mtimes kept) is the same input."""
+    def moved(inp):
+        return {k: [[Path(f[0]).name, *f[1:]] for f in v] if k in ("source", "val_source") and isinstance(v, list)
+                else v for k, v in inp.items()}
+    return isinstance(old, dict) and moved(old) == moved(new)
+
+
 def fingerprint(inp):
     return hashlib.sha256(json.dumps(inp, sort_keys=True).encode()).hexdigest()
 
@@ -342,7 +351,7 @@ def check_existing(out_dir, fp, inp, args):
         meta = read_meta(out_dir)
     except DataError:
         meta = {}
-    if meta.get("inputs_fingerprint") != fp:
+    if meta.get("inputs_fingerprint") != fp and not same_inputs(meta.get("inputs"), inp):
         if args.force:
             return False
         old = meta.get("inputs", {})

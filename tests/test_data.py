@@ -177,6 +177,21 @@ def test_rerun_is_noop_other_inputs_refused(tmp_path, capsys):
         prep(out, "--source", src)
 
 
+def test_a_moved_folder_is_the_same_input(tmp_path, capsys):
+    """Moving the clone (the embedded sample and its output) or the source folder keeps names, sizes and mtimes: the
+    rerun is a no-op, not 'prepared from other inputs'; another file of the same name is still refused."""
+    (tmp_path / "a").mkdir()
+    src, out = write_txt(tmp_path / "a" / "a.txt", DOCS), tmp_path / "a" / "out"
+    prep(out, "--source", src)
+    (tmp_path / "a").rename(tmp_path / "b")
+    prep(tmp_path / "b" / "out", "--source", tmp_path / "b" / "a.txt")
+    assert "already prepared" in capsys.readouterr().out
+    (tmp_path / "c").mkdir()
+    write_txt(tmp_path / "c" / "a.txt", DOCS[:30])
+    with pytest.raises(DataError, match=r"other inputs \(source differ\)"):
+        prep(tmp_path / "b" / "out", "--source", tmp_path / "c" / "a.txt")
+
+
 def test_rerun_repairs_damaged_bins(tmp_path):
     src, out = write_txt(tmp_path / "a.txt", DOCS), tmp_path / "out"
     meta = prep(out, "--source", src)
