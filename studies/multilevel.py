@@ -245,7 +245,7 @@ def bracket_report(out, summary):
                            for lr in grid)
         where = ("interior" if interior else "waiting for the grid" if len(grid) < len(ML_BRACKET)
                  else f"edge optimum at {fmt(best[arm])}")
-        lines.append(f"- {arm}: {points} ({where})")
+        lines.append(f"- {arm}: {points} ({where})" if grid else f"- {arm}: waiting for the runs")
     if all(summary.get("bracket", {}).get(a, {}).get("interior") for a in ML_BRACKET_ARMS):
         d = found["plain"][best["plain"]] - found["single"][best["single"]]
         summary["bracket"]["plain_minus_single_at_own_best"] = d
