@@ -56,6 +56,9 @@ SEEDS, VOCAB_SEEDS, VOCAB_ARMS = (0, 1, 2), (0, 1), ("baseline", "yuriiformer")
 TUNED_ARMS = ("baseline", "baseline_embed", "yuriiformer", "yuriiformer_v0zero", "polyak", "nesterov_euler")
 VT_CORE = ("baseline", "baseline_embed", "yuriiformer", "yuriiformer_v0zero")
 CLAIMS = (("yuriiformer", "baseline_embed"), ("yuriiformer_v0zero", "baseline"))  # (a), (b): the first beats the second
+# described beside the claims, without a verdict (no reading rule was fixed for them)
+DESCRIBED = (("yuriiformer", "baseline"), ("yuriiformer", "yuriiformer_v0zero"), ("polyak", "baseline_embed"),
+             ("yuriiformer", "polyak"), ("nesterov_euler", "yuriiformer"))
 
 VT_ADAMW, VT_ADAMW_RANGE = (1e-3, 2e-3, 4e-3, 8e-3), (1.25e-4, 6.4e-2)
 VT_MUON, VT_MUON_RANGE = (0.01, 0.02, 0.04), (0.0025, 0.32)
@@ -231,6 +234,35 @@ def claim(first, second, a, b):
             f"{late:+.4f} | {verdict} |")
 
 
+def described(study, at_best):
+    """Lines beside the claims: each arm tuned against untuned (3 seeds) and the DESCRIBED pairs at both settings."""
+    untuned = {arm: {s: final_loss(r) for s in SEEDS if (r := study.run(f"runs/{arm}/seed{s}")) is not None}
+               for arm in TUNED_ARMS}
+    done = [arm for arm in TUNED_ARMS if at_best[arm] is not None]
+    if not done:
+        return []
+    lines = ["", "Each arm at its own best pair against the shared untuned pair (AdamW 2e-3, Muon 0.02; records "
+             "runs/<arm>/seed<k>, recorded at 303ffa0), final val loss over seeds 0-2:", "",
+             "| arm | untuned | tuned | tuned - untuned |", "|---|---|---|---|"]
+    for arm in [a for a in done if len(untuned[a]) == len(SEEDS)]:
+        u, t = list(untuned[arm].values()), list(at_best[arm].values())
+        lines.append(f"| {arm} | {np.mean(u):.4f} ± {np.std(u, ddof=1):.4f} | {np.mean(t):.4f} ± "
+                     f"{np.std(t, ddof=1):.4f} | {np.mean(t) - np.mean(u):+.4f} |")
+    rows = []
+    for x, y in DESCRIBED:
+        if at_best[x] is None or at_best[y] is None or len(untuned[x]) < len(SEEDS) or len(untuned[y]) < len(SEEDS):
+            continue
+        um, up, _ = compare.paired(untuned[x], untuned[y])
+        tm, tp, _ = compare.paired(at_best[x], at_best[y])
+        per = ", ".join(f"{at_best[x][s] - at_best[y][s]:+.4f}" for s in SEEDS)
+        rows.append(f"| {x} - {y} | {um:+.4f} ({compare.fmt_p(up)}) | {tm:+.4f} ({per}) | {compare.fmt_p(tp)} |")
+    if rows:
+        lines += ["", "Other pairs, described without a verdict (no reading rule was fixed for them before the runs):",
+                  "", "| first - second | untuned: mean (paired p) | tuned: mean (per seed) | tuned: paired p |",
+                  "|---|---|---|---|", *rows]
+    return lines
+
+
 def tuned_report(out):
     """tuned.md: per arm its sweeps, best pair and 3 seeds there; the two claims by the predeclared rule."""
     study = Study("variants", results=out)
@@ -244,6 +276,7 @@ def tuned_report(out):
               "| claim: first - second | mean difference (per seed) | paired p | seeds 1-2 only | verdict |",
               "|---|---|---|---|---|"]
     lines += [claim(x, y, at_best[x], at_best[y]) for x, y in CLAIMS]
+    lines += described(study, at_best)
     utils.atomic_write_text("\n".join(lines) + "\n", out / "tuned.md")
     print("\n".join(lines))
 

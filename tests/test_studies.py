@@ -76,6 +76,8 @@ def test_tuned_variants_report_reads_the_predeclared_rule(tmp_path, offset, verd
             fake_run(tmp_path / variants.vt_key(arm, 2e-3, m, 0), loss + shift, 0)
         for seed in (1, 2):
             fake_run(tmp_path / variants.vt_key(arm, 2e-3, 0.02, seed), 3.0 + shift + noise[seed], seed)
+        for seed in (0, 1, 2):  # the untuned runs: 0.1 higher, yuriiformer 0.06 below baseline_embed on each seed
+            fake_run(tmp_path / f"runs/{arm}/seed{seed}", 3.1 + seed / 100 - 0.06 * (arm == "yuriiformer"), seed)
     variants.tuned_report(tmp_path)
     text = (tmp_path / "tuned.md").read_text()
     assert "best pair AdamW 0.002, Muon 0.02: final val loss" in text
@@ -83,6 +85,8 @@ def test_tuned_variants_report_reads_the_predeclared_rule(tmp_path, offset, verd
     assert row.endswith(f"| {verdict} |")
     assert "| yuriiformer_v0zero - baseline | waiting for the runs of yuriiformer_v0zero and baseline |" in text
     assert "- AdamW sweep (Muon 0.02, seed 0): waiting for 4 runs" in text  # polyak, nesterov_euler, ...
+    assert "| baseline_embed | 3.1100 ± 0.0100 | 3.0013 ± 0.0103 | -0.1087 |" in text  # tuned against untuned
+    assert "Other pairs" not in text  # a described pair shows once both its arms are tuned
 
 
 def test_variants_jobs_keep_their_keys_and_arguments(tmp_path):
