@@ -30,7 +30,8 @@ every arm alike); the report also gives the difference on seeds 1-2 alone.
 
 The report (studies/results/variants/): results.md, results.json and the plots of studies/compare.py for the untuned
 arms (Welch and paired p against the baseline) with the vocabulary check; tuned.md for the tuned rates: per arm the
-AdamW and Muon sweeps (seed 0), the best pair, the 3-seed mean ± std at it, and the two claims by the rule above.
+AdamW and Muon sweeps (seed 0), the best pair, the 3-seed mean ± std at it, and the two claims by the rule above;
+then each arm's tuned loss beside its untuned one and the pairs of DESCRIBED (no verdict: no rule was fixed for them).
 """
 
 import math
