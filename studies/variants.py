@@ -21,6 +21,15 @@ data order for every arm.
      (0.0025 .. 0.32)
   3. seeds 1 and 2 at the arm's best pair
   Arms: baseline, baseline_embed, yuriiformer, yuriiformer_v0zero first, then polyak and nesterov_euler.
+  Two checks, added on 2026-12-07 after the core arms' seed-0 sweeps had landed (they change no verdict):
+  4. a second coordinate pass, tuned/<arm>/adamw<best/2 and best*2>-muon<best>/seed0 for the core arms: the AdamW
+     sweep ran at Muon 0.02 while three of the four Muon optima came out at 0.005-0.01; the report says whether the
+     best pair is also the AdamW optimum at its own Muon rate (points already in the sweeps are not run again).
+  5. one machine per pair, rerun/<arm>/adamw<a>-muon<m>/seed<k>: the Muon bf16 kernels make a run differ between
+     the 2-core Intel Xeon and the 2-core AMD EPYC these records come from (the same command and commit: val at step
+     100 4.27313 vs 4.27315), and the queue moved machine between seeds. RERUN lists the best-pair runs recorded on the
+     Xeon whose claim partner ran on the EPYC; the report gives each claim again with both runs of every seed from
+     one machine, and each rerun minus its record (the size of the machine effect).
 Reading rule, fixed before the runs: an arm's best pair is the lowest seed-0 final val loss of its Muon sweep (which
 holds the AdamW sweep's best point). Claims, each arm at its own best pair, 3 seeds paired by seed (same data order):
 (a) yuriiformer beats the parameter-matched baseline_embed, (b) yuriiformer_v0zero beats the baseline; a claim holds
@@ -64,10 +73,16 @@ DESCRIBED = (("yuriiformer", "baseline"), ("yuriiformer", "yuriiformer_v0zero"),
 VT_ADAMW, VT_ADAMW_RANGE = (1e-3, 2e-3, 4e-3, 8e-3), (1.25e-4, 6.4e-2)
 VT_MUON, VT_MUON_RANGE = (0.01, 0.02, 0.04), (0.0025, 0.32)
 VT_DEFAULT = (2e-3, 0.02)  # the untuned study's pair
+RERUN = (("baseline", 1), ("baseline", 2), ("baseline_embed", 2))  # (arm, seed) at its best pair: on the Xeon, the
+# partner of its claim (yuriiformer_v0zero seeds 1-2, yuriiformer seed 2) on the EPYC
 
 
 def vt_key(arm, adamw, muon, seed):
     return f"tuned/{arm}/adamw{fmt(adamw)}-muon{fmt(muon)}/seed{seed}"
+
+
+def rerun_key(arm, adamw, muon, seed):
+    return "rerun/" + vt_key(arm, adamw, muon, seed).removeprefix("tuned/")
 
 
 def vt_landed(study, arm, muon=None, adamw=None):
@@ -106,13 +121,12 @@ def vt_best(study, arm):
 
 def tuned_jobs(study, arms=TUNED_ARMS):
     """The tuned-rate jobs given the records so far: the core arms before the others, stage by stage in each group."""
-    stage = {1: [], 2: [], 3: []}
+    stage = {1: [], 2: [], 3: [], 4: []}
 
-    def add(n, arm, adamw, muon, seed, waits=""):
+    def add(n, arm, adamw, muon, seed, key=vt_key):
         args = f"{MAIN} {ARMS[arm]} --learning_rate={adamw:g} --min_lr={adamw / 10:g} --muon_lr={muon:g} " \
                f"--seed={seed}"
-        stage[n].append(Job(vt_key(arm, adamw, muon, seed), [] if waits else ["train.py", *args.split()], 1500,
-                            "4L128-1500", waits=waits))
+        stage[n].append(Job(key(arm, adamw, muon, seed), ["train.py", *args.split()], 1500, "4L128-1500"))
     for arm in arms:
         a_grid, a_best, m_grid, m_best = vt_best(study, arm)
         for a in a_grid:
@@ -123,15 +137,25 @@ def tuned_jobs(study, arms=TUNED_ARMS):
             continue
         for m in m_grid:
             add(2, arm, a_best, m, 0)
+        if m_best is None:
+            stage[3] += [Job(f"tuned/{arm}/best/seed{seed}", [], 1500, "4L128-1500", waits=f"the {arm} Muon sweep")
+                         for seed in SEEDS[1:]]
+            continue
         for seed in SEEDS[1:]:
-            if m_best is None:
-                stage[3].append(Job(f"tuned/{arm}/best/seed{seed}", [], 1500, "4L128-1500",
-                                    waits=f"the {arm} Muon sweep"))
-            else:
-                add(3, arm, a_best, m_best, seed)
+            add(3, arm, a_best, m_best, seed)
+        if arm in VT_CORE:
+            for a in check_rates(a_best):
+                add(4, arm, a, m_best, 0)
+            for seed in [s for a, s in RERUN if a == arm]:
+                add(4, arm, a_best, m_best, seed, key=rerun_key)
     # the core arms before the others, stage by stage within each group
-    core = [j for n in (1, 2, 3) for j in stage[n] if j.key.split("/")[1] in VT_CORE]
-    return core + [j for n in (1, 2, 3) for j in stage[n] if j not in core]
+    core = [j for n in stage for j in stage[n] if j.key.split("/")[1] in VT_CORE]
+    return core + [j for n in stage for j in stage[n] if j not in core]
+
+
+def check_rates(a_best):
+    """The AdamW rates of the second coordinate pass around an arm's best pair (stage 4)."""
+    return a_best / 2, a_best * 2
 
 def train_job(key, args, steps):
     return Job(key, ["train.py", *args.split()], steps, f"4L128-{steps}" if "--vocab_size=50304" not in args else "4L50k-300")
@@ -264,6 +288,67 @@ def described(study, at_best):
     return lines
 
 
+def machine(run):
+    """The machine of a run record: its header's device without the core and thread counts."""
+    return run.header.get("device", "an unnamed machine").split(" (")[0]
+
+
+def coordinate_check(study):
+    """Stage 4's lines: per core arm, AdamW at half and twice its best rate, at its best Muon rate (seed 0)."""
+    lines = []
+    for arm in VT_CORE:
+        _, a_best, _, m_best = vt_best(study, arm)
+        if m_best is None:
+            lines.append(f"- {arm}: waiting for its sweeps")
+            continue
+        points = {a: vt_key(arm, a, m_best, 0) for a in (*check_rates(a_best), a_best)}
+        line = "- " + sweep_line(study, f"{arm}, AdamW at Muon {fmt(m_best)}", points)
+        loss = {a: final_loss(run) for a, k in points.items() if (run := study.run(k)) is not None}
+        if len(loss) == len(points):
+            low = min(loss, key=loss.get)
+            line += (": the best pair is the AdamW optimum at its own Muon rate" if low == a_best else
+                     f": **AdamW {fmt(low)} is lower than the best pair by {loss[a_best] - loss[low]:.4f}**")
+        lines.append(line)
+    return lines
+
+
+def one_machine(study):
+    """Stage 5's lines: each claim again with both runs of every seed from one machine, and rerun - record."""
+    pair = {arm: vt_best(study, arm) for arm in VT_CORE}
+    effect, rows = [], []
+    for arm, seed in RERUN:
+        _, a, _, m = pair[arm]
+        rec = study.run(vt_key(arm, a, m, seed)) if m is not None else None
+        again = study.run(rerun_key(arm, a, m, seed)) if m is not None else None
+        if rec is not None and again is not None:
+            effect.append(f"{arm} seed {seed} {final_loss(again):.4f} on the {machine(again)} vs "
+                          f"{final_loss(rec):.4f} on the {machine(rec)} ({final_loss(again) - final_loss(rec):+.4f})")
+    for x, y in CLAIMS:
+        losses, where, waiting = ({}, {}), [], False
+        for s in SEEDS:
+            runs = []
+            for arm in (x, y):
+                _, a, _, m = pair[arm]
+                runs.append([r for r in (study.run(vt_key(arm, a, m, s)), study.run(rerun_key(arm, a, m, s)))
+                             if r is not None] if m is not None else [])
+            same = [(rx, ry) for rx in runs[0] for ry in runs[1] if machine(rx) == machine(ry)]
+            if not same:
+                waiting = True
+                break
+            rx, ry = same[0]
+            losses[0][s], losses[1][s] = final_loss(rx), final_loss(ry)
+            where.append(machine(rx))
+        if waiting:
+            rows.append(f"| {x} - {y} | waiting for the runs or reruns of one machine per seed | | | |")
+        else:
+            rows.append(claim(x, y, *losses)[:-1] + f" machines: {', '.join(where)} |")
+    return (["", "Each claim with both runs of every seed from one machine (stage 5; a rerun where the records' "
+             "machines differ; the same rule, no verdict of its own):", "",
+             "| claim: first - second | mean difference (per seed) | paired p | seeds 1-2 only | reading, machines |",
+             "|---|---|---|---|---|", *rows, "", "The machine effect, rerun - record: " +
+             ("; ".join(effect) if effect else "waiting for the reruns") + "."])
+
+
 def tuned_report(out):
     """tuned.md: per arm its sweeps, best pair and 3 seeds there; the two claims by the predeclared rule."""
     study = Study("variants", results=out)
@@ -277,6 +362,8 @@ def tuned_report(out):
               "| claim: first - second | mean difference (per seed) | paired p | seeds 1-2 only | verdict |",
               "|---|---|---|---|---|"]
     lines += [claim(x, y, at_best[x], at_best[y]) for x, y in CLAIMS]
+    lines += ["", "Second coordinate pass (stage 4, seed 0; no verdict):", "", *coordinate_check(study)]
+    lines += one_machine(study)
     lines += described(study, at_best)
     utils.atomic_write_text("\n".join(lines) + "\n", out / "tuned.md")
     print("\n".join(lines))

@@ -92,12 +92,55 @@ def test_tuned_variants_report_reads_the_predeclared_rule(tmp_path, offset, verd
 def test_variants_jobs_keep_their_keys_and_arguments(tmp_path):
     """The untuned runs are all recorded (nothing reruns); a tuned run's command is the untuned one plus its rates."""
     study = runner.Study("variants")
-    untuned = [j for j in variants.jobs(study) if not j.key.startswith("tuned/")]
+    untuned = [j for j in variants.jobs(study) if not j.key.startswith(("tuned/", "rerun/"))]
     assert len(untuned) == 32 and all(study.done(j) for j in untuned)
     tuned = variants.tuned_jobs(runner.Study("variants", results=tmp_path))
     first = next(j for j in tuned if j.key == "tuned/baseline/adamw0.001-muon0.02/seed0")
     base = next(j for j in untuned if j.key == "runs/baseline/seed0")
     assert first.argv == base.argv[:-1] + ["--learning_rate=0.001", "--min_lr=0.0001", "--muon_lr=0.02", "--seed=0"]
+
+
+def test_tuned_variants_checks_queue_and_report(tmp_path):
+    """Stages 4-5: once an arm's best pair is known (here AdamW 2e-3, Muon 0.01), AdamW at half and twice its rate
+    (seed 0) and the RERUN seeds are queued; the report names a lower check point and reads each claim with one
+    machine per seed."""
+    study = runner.Study("variants", results=tmp_path)
+    xeon, epyc = "Intel(R) Xeon(R) Processor (2 cores, 1 threads)", "AMD EPYC (2 cores, 1 threads)"
+    shifts = {"baseline": 0.0, "baseline_embed": -0.02, "yuriiformer": -0.06, "yuriiformer_v0zero": -0.03}
+
+    def land(key, loss, seed, device):
+        fake_run(tmp_path / key, loss, seed)
+        path = tmp_path / key / "metrics.jsonl"
+        recs = [json.loads(line) for line in path.read_text().splitlines()]
+        recs[0]["device"] = device
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for arm, shift in shifts.items():
+        for a, loss in {1e-3: 3.1, 2e-3: 3.0, 4e-3: 3.05, 8e-3: 3.2}.items():
+            land(variants.vt_key(arm, a, 0.02, 0), loss + shift, 0, xeon)
+        for m, loss in {0.005: 3.1, 0.01: 2.99, 0.04: 3.05}.items():
+            land(variants.vt_key(arm, 2e-3, m, 0), loss + shift, 0, xeon)
+    keys = [j.key for j in variants.tuned_jobs(study) if not study.done(j)]
+    assert {f"tuned/{arm}/adamw{a}-muon0.01/seed0" for arm in shifts for a in ("0.001", "0.004")} <= set(keys)
+    assert {"rerun/baseline/adamw0.002-muon0.01/seed1", "rerun/baseline/adamw0.002-muon0.01/seed2",
+            "rerun/baseline_embed/adamw0.002-muon0.01/seed2"} <= set(keys)
+    assert not any(k.startswith("rerun/yuriiformer") for k in keys)
+    for arm, shift in shifts.items():
+        for a, loss in {1e-3: 3.0, 4e-3: 2.98 if arm == "yuriiformer" else 3.0}.items():
+            land(variants.vt_key(arm, a, 0.01, 0), loss + shift, 0, xeon)
+        for seed in (1, 2):
+            device = epyc if arm.startswith("yuriiformer") and (seed == 2 or arm.endswith("zero")) else xeon
+            land(variants.vt_key(arm, 2e-3, 0.01, seed), 3.0 + shift + seed / 100, seed, device)
+    for arm, seed in variants.RERUN:
+        land(variants.rerun_key(arm, 2e-3, 0.01, seed), 3.001 + seed / 100 + shifts[arm], seed, epyc)
+    variants.tuned_report(tmp_path)
+    text = (tmp_path / "tuned.md").read_text()
+    assert "- baseline, AdamW at Muon 0.01: 0.001 3.0000, 0.002 2.9900, 0.004 3.0000: the best pair is the AdamW " \
+           "optimum at its own Muon rate" in text
+    assert "- yuriiformer, AdamW at Muon 0.01: 0.001 2.9400, 0.002 2.9300, 0.004 2.9200: **AdamW 0.004 is lower than " \
+           "the best pair by 0.0100**" in text
+    row = next(line for line in text.splitlines() if line.startswith("| yuriiformer_v0zero - baseline") and "machines" in line)
+    assert "(-0.0300, -0.0310, -0.0310)" in row and row.endswith("machines: Intel(R) Xeon(R) Processor, AMD EPYC, AMD EPYC |")
+    assert "baseline seed 1 3.0110 on the AMD EPYC vs 3.0100 on the Intel(R) Xeon(R) Processor (+0.0010)" in text
 
 
 def test_multilevel_bracket_grows_past_an_edge_and_reads_the_rule(monkeypatch, tmp_path):
