@@ -124,6 +124,8 @@ def test_tuned_variants_checks_queue_and_report(tmp_path):
     assert {"rerun/baseline/adamw0.002-muon0.01/seed1", "rerun/baseline/adamw0.002-muon0.01/seed2",
             "rerun/baseline_embed/adamw0.002-muon0.01/seed2"} <= set(keys)
     assert not any(k.startswith("rerun/yuriiformer") for k in keys)
+    assert {f"tuned/{arm}/adamw0.002-muon0.01/seed{s}" for arm in shifts for s in variants.EXTRA_SEEDS} <= set(keys)
+    assert keys.index("tuned/baseline/adamw0.002-muon0.01/seed3") < keys.index("tuned/baseline/adamw0.001-muon0.01/seed0")
     for arm, shift in shifts.items():
         for a, loss in {1e-3: 3.0, 4e-3: 2.98 if arm == "yuriiformer" else 3.0}.items():
             land(variants.vt_key(arm, a, 0.01, 0), loss + shift, 0, xeon)
@@ -141,6 +143,14 @@ def test_tuned_variants_checks_queue_and_report(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| yuriiformer_v0zero - baseline") and "machines" in line)
     assert "(-0.0300, -0.0310, -0.0310)" in row and row.endswith("machines: Intel(R) Xeon(R) Processor, AMD EPYC, AMD EPYC |")
     assert "baseline seed 1 3.0110 on the AMD EPYC vs 3.0100 on the Intel(R) Xeon(R) Processor (+0.0010)" in text
+    assert "| yuriiformer - baseline_embed | waiting for the runs of yuriiformer and baseline_embed |" in text  # 0-4
+    for arm, shift in shifts.items():
+        for seed in variants.EXTRA_SEEDS:
+            land(variants.vt_key(arm, 2e-3, 0.01, seed), 3.0 + shift + seed / 100, seed, epyc)
+    variants.tuned_report(tmp_path)
+    text = (tmp_path / "tuned.md").read_text()
+    row = [line for line in text.splitlines() if line.startswith("| yuriiformer - baseline_embed")][1]
+    assert row.startswith("| yuriiformer - baseline_embed | -0.0400 (-0.0400, -0.0400, -0.0400, -0.0400, -0.0400) |")
 
 
 def test_multilevel_bracket_grows_past_an_edge_and_reads_the_rule(monkeypatch, tmp_path):
