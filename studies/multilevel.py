@@ -18,7 +18,9 @@ per arm would tie each curve to its own horizon).
      Evaluations every 200 steps on 32 batches of each split; the multilevel arms also evaluate their coarse networks.
   3. bracket/<arm>/lr<lr>/seed0 (issue 40): single and plain at half, once and twice the chosen rate (0.05, 0.1,
      0.2), 3,000 steps, seed 0, every point at one commit on one machine (runs/ at 0.1 ran on another machine and
-     commit), grown by a factor 2 past an edge optimum. Reading rule, fixed before the bracket's numbers: the rate is
+     commit), grown by a factor 2 past an edge optimum. As run: single's points on the Intel Xeon at two commits
+     with the same training code (0.1 at 62977d4, bit-identical to runs/single/seed0 from the EPYC), plain's on the
+     AMD EPYC; the report names each arm's machine and commits. Reading rule, fixed before the bracket's numbers: the rate is
      interior for an arm when its final val loss there is below both neighbours; the plain - single difference is
      then restated with each arm at its own best rate (seed 0 only: one seed, no p-value).
 
@@ -226,14 +228,17 @@ def plot(arms, path):
 
 def bracket_report(out, summary):
     """The bracket's lines (the reading rule of step 3) and summary["bracket"]: per arm {lr: loss}, best, interior."""
-    found = {}
+    found, made = {}, {}
     for arm in ML_BRACKET_ARMS:
         runs = {float(d.parent.name[2:]): runlog.Run(d) for d in (out / "bracket" / arm).glob("lr*/seed0")}
         found[arm] = {lr: final_loss(r) for lr, r in sorted(runs.items()) if r.done}
+        heads = [r.header for r in runs.values() if r.done]
+        machines = sorted({h.get("device", "?").split(" (")[0] for h in heads})
+        made[arm] = "; ".join([*machines, "commits " + ", ".join(sorted({h.get("git_commit", "?")[:7] for h in heads}))])
     if not any(found.values()):
         return []
-    lines, best = ["", "Bracket of the rate (issue 40; 3,000 steps, seed 0, every point at one commit on one machine; "
-                   "final val loss; interior: below both neighbours):", ""], {}
+    lines, best = ["", "Bracket of the rate (issue 40; 3,000 steps, seed 0; final val loss; interior: below both "
+                   "neighbours; each arm's machine and commits, the same training code):", ""], {}
     for arm, losses in found.items():
         grid = sorted(losses)
         i = min(range(len(grid)), key=lambda j: losses[grid[j]]) if grid else None
@@ -245,7 +250,7 @@ def bracket_report(out, summary):
                            for lr in grid)
         where = ("interior" if interior else "waiting for the grid" if len(grid) < len(ML_BRACKET)
                  else f"edge optimum at {fmt(best[arm])}")
-        lines.append(f"- {arm}: {points} ({where})" if grid else f"- {arm}: waiting for the runs")
+        lines.append(f"- {arm}: {points} ({where}; {made[arm]})" if grid else f"- {arm}: waiting for the runs")
     if all(summary.get("bracket", {}).get(a, {}).get("interior") for a in ML_BRACKET_ARMS):
         d = found["plain"][best["plain"]] - found["single"][best["single"]]
         summary["bracket"]["plain_minus_single_at_own_best"] = d

@@ -166,11 +166,11 @@ def test_multilevel_bracket_grows_past_an_edge_and_reads_the_rule(monkeypatch, t
     assert keys()[-1] == "bracket/plain/lr0.4/seed0"
     summary = {}
     text = "\n".join(multilevel.bracket_report(tmp_path, summary))
-    assert "- single: 0.05: 3.2000, **0.1: 3.1700**, 0.2: 3.1900 (interior)" in text
-    assert "(edge optimum at 0.2)" in text and "each at its own best" not in text
+    assert "- single: 0.05: 3.2000, **0.1: 3.1700**, 0.2: 3.1900 (interior; " in text
+    assert "(edge optimum at 0.2; " in text and "each at its own best" not in text
     fake_run(tmp_path / "bracket/plain/lr0.4/seed0", 3.30, 0)
     text = "\n".join(multilevel.bracket_report(tmp_path, summary))
-    assert "**0.2: 3.2800**, 0.4: 3.3000 (interior)" in text
+    assert "**0.2: 3.2800**, 0.4: 3.3000 (interior; " in text
     assert "plain - single, each at its own best rate (seed 0, one seed: no p-value): +0.1100" in text
     assert summary["bracket"]["plain"]["best"] == 0.2
 
