@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+import runlog
 import utils
 from studies import compare
 from studies.runner import Job, Study, bracket, final_loss, fmt
@@ -367,7 +368,7 @@ def one_machine(study):
         if waiting:
             rows.append(f"| {x} - {y} | waiting for the runs or reruns of one machine per seed | | | |")
         else:
-            rows.append(claim(x, y, *losses)[:-1] + f" machines: {', '.join(where)} |")
+            rows.append(claim(x, y, *losses)[:-2] + f"; machines: {', '.join(where)} |")
     return (["", "Each claim with both runs of every seed from one machine (stage 5; a rerun where the records' "
              "machines differ; the same rule, no verdict of its own):", "",
              "| claim: first - second | mean difference (per seed) | paired p | seeds 1-2 only | reading, machines |",
@@ -375,11 +376,30 @@ def one_machine(study):
              ("; ".join(effect) if effect else "waiting for the reruns") + "."])
 
 
+def provenance(out):
+    """One line: how many tuned and rerun records, their commits, machines, dates and one-thread wall time."""
+    runs = [runlog.Run(f.parent) for prefix in ("tuned", "rerun") for f in sorted((out / prefix).glob(f"**/{runlog.FILE}"))]
+    runs = [r for r in runs if r.done]
+    if not runs:
+        return ""
+    machines = {}
+    for r in runs:
+        machines[machine(r)] = machines.get(machine(r), 0) + 1
+    ids = {r.header.get("git_commit", "?") for r in runs}
+    commits = sorted(c[:7] + "-dirty" * c.endswith("-dirty") for c in ids)
+    hours = sum(r.final.get("wall_time", 0) for r in runs) / 3600
+    return (f"Records: {len(runs)} runs (`python -m studies variants run`; this page: `python -m studies variants "
+            f"report`), commits {', '.join(commits)} (the same training code), "
+            f"{'; '.join(f'{n} on the {m}' for m, n in machines.items())} (2 cores, one thread per run, two at a "
+            f"time), {hours:.1f} h of one-thread training.")
+
+
 def tuned_report(out):
     """tuned.md: per arm its sweeps, best pair and 3 seeds there; the two claims by the predeclared rule."""
     study = Study("variants", results=out)
     lines, at_best = ["# Variants at each arm's own learning rates (issue 40)", "",
-                      "Final val loss at step 1,500; the design and the reading rule: studies/variants.py.", ""], {}
+                      "Final val loss at step 1,500; the design and the reading rule: studies/variants.py.",
+                      provenance(out), ""], {}
     for arm in TUNED_ARMS:
         arm_lines, at_best[arm] = tuned_arm(study, arm)
         lines += arm_lines

@@ -141,7 +141,7 @@ def test_tuned_variants_checks_queue_and_report(tmp_path):
     assert "- yuriiformer, AdamW at Muon 0.01: 0.001 2.9400, 0.002 2.9300, 0.004 2.9200: **AdamW 0.004 is lower than " \
            "the best pair by 0.0100**" in text
     row = next(line for line in text.splitlines() if line.startswith("| yuriiformer_v0zero - baseline") and "machines" in line)
-    assert "(-0.0300, -0.0310, -0.0310)" in row and row.endswith("machines: Intel(R) Xeon(R) Processor, AMD EPYC, AMD EPYC |")
+    assert "(-0.0300, -0.0310, -0.0310)" in row and row.endswith("; machines: Intel(R) Xeon(R) Processor, AMD EPYC, AMD EPYC |")
     assert "baseline seed 1 3.0110 on the AMD EPYC vs 3.0100 on the Intel(R) Xeon(R) Processor (+0.0010)" in text
     assert "| yuriiformer - baseline_embed | waiting for the runs of yuriiformer and baseline_embed |" in text  # 0-4
     for arm, shift in shifts.items():
