@@ -273,7 +273,9 @@ def report(out, command):
              "time at which the arm first reaches the single-level run's final val loss (same seed), over the single "
              "run's total (< 1: multilevel saves; the paper: 0.56x); single at arm's loss: the arm's total FLOPs over "
              "the single run's FLOPs to reach the arm's final loss (> 1: the single run got there cheaper). Coarse gap: "
-             "the 6-layer coarse networks' val loss minus the fine one's at the shared weights, at the end.", "",
+             "the 6-layer coarse networks' val loss minus the fine one's at the shared weights, at the end. Every arm "
+             "ran at one shared rate (the sweep's best, below), tuned for no multilevel arm; the bracket below tests it "
+             "for single and plain.", "",
              "| arm | seeds | final val loss | vs single (same seeds; paired p) | PFLOPs | FLOPs ratio to single's final "
              "loss | without the head | wall ratio | single at arm's loss | coarse gap | wall |",
              "|---|---|---|---|---|---|---|---|---|---|---|", *rows]

@@ -202,7 +202,9 @@ def untuned_report(out, command):
     groups = groups_of(out / "runs")
     groups = {k: groups[k] for k in VARIANT_ORDER if k in groups} | {k: v for k, v in groups.items() if k not in VARIANT_ORDER}
     _, table = compare.write_outputs(groups, "baseline", out, meta)
-    lines = ["", "Vocabulary check (300 steps, the same model and recipe; yuriiformer - baseline, final val loss):", "",
+    lines = ["", f"Every arm above and below ran at one shared learning-rate pair (AdamW {VT_DEFAULT[0]:g}, Muon "
+             f"{VT_DEFAULT[1]:g}), tuned for no arm; each arm at its own rates: tuned.md.", "",
+             "Vocabulary check (300 steps, the same model and recipe; yuriiformer - baseline, final val loss):", "",
              "| vocabulary | seeds | baseline | yuriiformer | difference (per seed) |", "|---|---|---|---|---|"]
     for vocab in ("top4096", "full"):
         g = groups_of(out / "vocab" / vocab) if (out / "vocab" / vocab).is_dir() else {}
