@@ -16,7 +16,6 @@ skipped, one with a ckpt.pt but no final record is resumed (--init_from=resume),
 """
 
 import argparse
-import json
 import math
 import shlex
 import subprocess
@@ -27,6 +26,7 @@ import numpy as np
 
 import runlog
 import utils
+from studies.runner import report_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -323,7 +323,7 @@ def write_outputs(groups, baseline, out_dir, meta):
     rows = summarize(groups, baseline)
     table = markdown(rows, baseline)
     utils.atomic_write_text(table, out_dir / "results.md")
-    utils.atomic_write_text(json.dumps({**meta, "baseline": baseline, "variants": rows}, indent=1) + "\n",
+    utils.atomic_write_text(report_json({**meta, "baseline": baseline, "variants": rows}),
                             out_dir / "results.json")
     for x_key, label in (("iter", "steps"), ("tokens", "tokens"), ("flops", "training FLOPs")):
         plot_val(groups, out_dir / f"val_loss_{label.split()[-1].lower()}.png", x_key, label)

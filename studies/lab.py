@@ -44,7 +44,7 @@ from scipy import stats
 from lab.model import LinearTransformer, hand_set, icl_optimizer, predict
 from lab.train import LabConfig, gradient_noise, train
 from runlog import append_line, read_lines
-from studies.runner import SCRATCH, Job, Study, bracket
+from studies.runner import SCRATCH, Job, Study, bracket, report_json
 from utils import atomic_write_text, device_name, git_commit, versions
 
 plt.switch_backend("Agg")
@@ -646,10 +646,10 @@ def report(out, command, quick=False):
     res = analyze(recs, quick)
     meta = dict(command=command, git_commit=git_commit() or "unknown (not a git checkout)", versions=versions())
     plots(recs, res, out, quick)
-    atomic_write_text(json.dumps({"meta": meta, **{k: v for k, v in res.items() if k != "smooth"},
-                                  "smooth": {d: {o: {k: v for k, v in s.items() if k not in ("value", "grad_norm")}
-                                                 for o, s in x.items()} for d, x in res["smooth"].items()}},
-                                 indent=1, default=float) + "\n", out / "results.json")
+    atomic_write_text(report_json({"meta": meta, **{k: v for k, v in res.items() if k != "smooth"},
+                                   "smooth": {d: {o: {k: v for k, v in s.items() if k not in ("value", "grad_norm")}
+                                                  for o, s in x.items()} for d, x in res["smooth"].items()}}),
+                      out / "results.json")
     atomic_write_text(table(res, meta), out / "results.md")
     log(f"wrote {out}/results.md, results.json and plots")
 

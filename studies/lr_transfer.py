@@ -43,7 +43,7 @@ import numpy as np
 import trainer
 import utils
 from runlog import append_line, read_lines
-from studies.runner import Job, Study, bracket
+from studies.runner import Job, Study, bracket, report_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ("gpt", "ngpt", "nugpt", "nugpt_mult1")
@@ -390,7 +390,7 @@ def tables(runs, out):
                              + f" | {best:.2f} |")
         lines.append("")
     (out / "lr_transfer.md").write_text("\n".join(lines) + "\n")
-    utils.atomic_write_text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
+    utils.atomic_write_text(report_json(summary), out / "summary.json")
     print("\n".join(lines))
     return summary
 

@@ -29,7 +29,6 @@ head) and wall time to reach the single-level run's final loss, the coarse netwo
 loss_vs_flops.png.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ import numpy as np
 import runlog
 import utils
 from studies.compare import paired
-from studies.runner import Job, Study, bracket, final_loss, fmt, landed_values
+from studies.runner import Job, Study, bracket, final_loss, fmt, landed_values, report_json
 
 ML_COMMON = ("config/tinystories_baseline_cpu.py --data_dir=data/tinystories_study_top4096 --vocab_size=4096 "
              "--n_layer=12 --n_head=8 --n_embd=256 --block_size=64 --batch_size=8 --dtype=float32 --compile=False "
@@ -287,6 +286,6 @@ def report(out, command):
                                          for d in sweep if runlog.Run(d).done)]
     lines += bracket_report(out, summary)
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    utils.atomic_write_text(json.dumps(summary, indent=1, default=float) + "\n", out / "summary.json")
+    utils.atomic_write_text(report_json(summary), out / "summary.json")
     plot(arms, out / "loss_vs_flops.png")
     print("\n".join(lines))

@@ -20,6 +20,7 @@ by the plan (with its estimate) but started only once the queue function returns
 
 import fcntl
 import importlib
+import json
 import math
 import os
 import shutil
@@ -177,6 +178,22 @@ def final_loss(run):
 
 def fmt(x):
     return f"{x:g}"
+
+
+def report_json(obj):
+    """A report's JSON text, every float to 10 significant digits, so that a rebuild on another CPU (whose BLAS may
+    sum in another order, ~1e-15 apart) writes the same text but for near-zero differences of such numbers."""
+    def rounded(x):
+        if isinstance(x, dict):
+            return {k: rounded(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [rounded(v) for v in x]
+        if hasattr(x, "item") and getattr(x, "ndim", None) == 0:  # a numpy scalar
+            x = x.item()
+        if isinstance(x, float) and math.isfinite(x):
+            return float(f"{x:.10g}")
+        return x
+    return json.dumps(rounded(obj), indent=1) + "\n"
 
 
 def landed_values(study, prefix):

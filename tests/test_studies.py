@@ -55,6 +55,17 @@ def test_report_all_rebuilds_every_study_from_a_few_records(monkeypatch, tmp_pat
             assert (tmp_path / name / f).stat().st_size > 0, f"{name}: {f} not written"
 
 
+def test_report_json_rounds_floats_so_a_rebuild_elsewhere_writes_the_same_text():
+    """Two values ~1e-15 apart (another BLAS's summation order) give one text; ints, bools, NaN and None stay."""
+    import numpy as np
+
+    a = {"loss": 4.749585974967786, "xs": [np.float64(1 / 3), 2, True], "nan": float("nan"), "none": None}
+    b = {"loss": 4.749585974967793, "xs": [1 / 3 + 1e-16, 2, True], "nan": float("nan"), "none": None}
+    assert runner.report_json(a) == runner.report_json(b)
+    assert json.loads(runner.report_json(a).replace("NaN", "null")) == {
+        "loss": 4.749585975, "xs": [0.3333333333, 2, True], "nan": None, "none": None}
+
+
 def fake_run(folder, loss, seed):
     """A landed run record with only what the reports read: header (config), final record."""
     folder.mkdir(parents=True)
