@@ -36,7 +36,7 @@ import numpy as np
 import runlog
 import utils
 from studies.compare import paired
-from studies.runner import Job, Study, bracket, final_loss, fmt, landed_values, report_json
+from studies.runner import Job, Study, bracket, final_loss, fmt, landed_values, machine, report_json
 
 ML_COMMON = ("config/tinystories_baseline_cpu.py --data_dir=data/tinystories_study_top4096 --vocab_size=4096 "
              "--n_layer=12 --n_head=8 --n_embd=256 --block_size=64 --batch_size=8 --dtype=float32 --compile=False "
@@ -231,9 +231,9 @@ def bracket_report(out, summary):
     for arm in ML_BRACKET_ARMS:
         runs = {float(d.parent.name[2:]): runlog.Run(d) for d in (out / "bracket" / arm).glob("lr*/seed0")}
         found[arm] = {lr: final_loss(r) for lr, r in sorted(runs.items()) if r.done}
-        heads = [r.header for r in runs.values() if r.done]
-        machines = sorted({h.get("device", "?").split(" (")[0] for h in heads})
-        made[arm] = "; ".join([*machines, "commits " + ", ".join(sorted({h.get("git_commit", "?")[:7] for h in heads}))])
+        done = [r for r in runs.values() if r.done]
+        commits = sorted({r.header.get("git_commit", "?")[:7] for r in done})
+        made[arm] = "; ".join([*sorted({machine(r) for r in done}), "commits " + ", ".join(commits)])
     if not any(found.values()):
         return []
     lines, best = ["", "Bracket of the rate (issue 40; 3,000 steps, seed 0; final val loss; interior: below both "

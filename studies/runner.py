@@ -176,6 +176,11 @@ def final_loss(run):
     return loss if loss is not None and math.isfinite(loss) else math.inf
 
 
+def machine(run):
+    """The machine of a run record: its header's device without the core and thread counts."""
+    return run.header.get("device", "an unnamed machine").split(" (")[0]
+
+
 def fmt(x):
     return f"{x:g}"
 

@@ -48,6 +48,7 @@ then each arm's tuned loss beside its untuned one and the pairs of DESCRIBED (no
 """
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ import numpy as np
 import runlog
 import utils
 from studies import compare
-from studies.runner import Job, Study, bracket, final_loss, fmt
+from studies.runner import Job, Study, bracket, final_loss, fmt, machine
 
 DATA = "data/tinystories_study"
 MODEL = ("config/tinystories_baseline_cpu.py --vocab_size=4096 --n_embd=128 --batch_size=8 --dtype=float32 "
@@ -317,11 +318,6 @@ def extension(study):
                     *(claim(x, y, loss[x], loss[y], seeds) for x, y in CLAIMS)]
 
 
-def machine(run):
-    """The machine of a run record: its header's device without the core and thread counts."""
-    return run.header.get("device", "an unnamed machine").split(" (")[0]
-
-
 def coordinate_check(study):
     """Stage 4's lines: per core arm, AdamW at half and twice its best rate, at its best Muon rate (seed 0)."""
     lines = []
@@ -384,9 +380,7 @@ def provenance(out):
     runs = [r for r in runs if r.done]
     if not runs:
         return ""
-    machines = {}
-    for r in runs:
-        machines[machine(r)] = machines.get(machine(r), 0) + 1
+    machines = Counter(machine(r) for r in runs)
     ids = {r.header.get("git_commit", "?") for r in runs}
     commits = sorted(c[:7] + "-dirty" * c.endswith("-dirty") for c in ids)
     hours = sum(r.final.get("wall_time", 0) for r in runs) / 3600
